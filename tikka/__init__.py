@@ -1,0 +1,1 @@
+"""TikkaMasalAI: a food photo classifier served with BentoML."""

@@ -1,0 +1,24 @@
+"""The service's own Prometheus metrics, beside BentoML's (served together at /metrics).
+
+Plain prometheus_client (bentoml.metrics is deprecated); ``bentoml serve`` sets
+PROMETHEUS_MULTIPROC_DIR so every worker process's samples are aggregated.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+PREDICTIONS = Counter(
+    "tikka_predictions", "Predictions served, by top-1 label.", labelnames=["label"]
+)
+INFERENCE_SECONDS = Histogram(
+    "tikka_inference_seconds",
+    "Model time per call: one adaptive batch for classify, one image for explain.",
+    labelnames=["method"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+)
+DECODE_SECONDS = Histogram(
+    "tikka_image_decode_seconds",
+    "Upload validation and decoding time per image, before preprocessing.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+)

@@ -1,0 +1,63 @@
+"""Request and response models: the HTTP contract, and the OpenAPI document at /docs."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+
+class PredictionResponse(BaseModel):
+    predictions: dict[str, float] = Field(
+        description="Top-5 labels with probabilities, highest first, rounded to 3 decimals.",
+        examples=[{"pizza": 0.999, "trifle": 0.0, "bagel": 0.0, "potpie": 0.0, "burrito": 0.0}],
+    )
+    filename: str = Field(description="Name of the uploaded file.", examples=["pizza.jpg"])
+    model: str = Field(
+        description="Model store tag that answered.", examples=["food-classifier:5716506dae557a87"]
+    )
+
+
+class ExplanationResponse(BaseModel):
+    predicted_class: str = Field(examples=["pizza"])
+    confidence: float = Field(ge=0, le=1, examples=[0.999])
+    attention_map: str = Field(
+        description=(
+            "Base64 PNG: the heatmap blended over the upload, with the upload's proportions"
+            " (long side at most 1024 px)."
+        )
+    )
+    num_layers: int = Field(
+        description=(
+            "Layers the map draws on: every transformer layer for attention rollout;"
+            " 1 (the last convolutional stage) for Grad-CAM."
+        ),
+        examples=[1],
+    )
+    num_heads: int = Field(
+        description="Attention heads per layer fused by rollout; 0 for a CNN.", examples=[0]
+    )
+    grid_size: str = Field(
+        description="Rows x columns of the model's own feature or token grid.", examples=["7x7"]
+    )
+    filename: str = Field(examples=["pizza.jpg"])
+    method: str = Field(description="'grad-cam' or 'attention-rollout'.", examples=["grad-cam"])
+    model: str = Field(description="Model store tag that answered.")
+
+
+class RawExplanation(BaseModel):
+    """What the classifier service returns to the gateway for one image."""
+
+    heatmap: list[list[float]]
+    class_index: int
+    confidence: float
+    method: str
+    num_layers: int
+    num_heads: int
+
+
+class ErrorResponse(BaseModel):
+    detail: str = Field(description="What was wrong, and what to do about it.")
+    error: str = Field(description="A stable machine-readable code.", examples=["not_an_image"])
+
+
+class HealthResponse(BaseModel):
+    status: str = Field(examples=["ok"])

@@ -1,0 +1,179 @@
+"""The BentoML services: a public Gateway that depends on a batched Classifier.
+
+This is the "disaggregated" shape of BentoML's CLIP example. Under
+``bentoml serve`` each service is its own process: the gateway validates,
+decodes and preprocesses uploads in parallel (async endpoints, work in threads),
+then hands ready tensors to the classifier, whose batchable method runs one
+forward pass per adaptive batch. Bad input is answered in the gateway and never
+reaches a batch, where one failing request fails every request batched with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import time
+from pathlib import Path
+
+import anyio
+import bentoml
+import numpy as np
+from starlette.middleware.cors import CORSMiddleware
+
+from tikka import metrics
+from tikka.api import api_app, error_response
+from tikka.classifier import ImageClassifier, top_k_labels
+from tikka.explain import explain as explain_image
+from tikka.explain import render_overlay
+from tikka.imaging import ImagePreprocessor, UploadError, decode_upload
+from tikka.schemas import ExplanationResponse, PredictionResponse, RawExplanation
+from tikka.settings import get_settings
+from tikka.upload_guard import UploadGuard, upload_info
+
+settings = get_settings()
+UPLOAD_FIELD = "image"
+UPLOAD_ROUTES = ("/predict", "/predict/explain")
+
+
+@bentoml.service(
+    name="classifier",
+    workers=1,
+    # Two threads: an explanation (a slow backward pass) must not hold up the
+    # batch loop; torch itself uses every core inside each call.
+    threads=2,
+    traffic={"timeout": settings.request_timeout_s},
+)
+class Classifier:
+    model_ref = bentoml.models.BentoModel(settings.model_tag)
+
+    def __init__(self) -> None:
+        self.ready = False
+        self.classifier = ImageClassifier(self.model_ref.path, settings.device)
+        self.classifier.warm_up()
+        self.ready = True
+
+    def __is_ready__(self) -> bool:
+        return self.ready
+
+    @bentoml.api(
+        batchable=True,
+        batch_dim=0,
+        max_batch_size=settings.max_batch_size,
+        max_latency_ms=settings.max_latency_ms,
+    )
+    def classify(self, pixel_values: np.ndarray) -> np.ndarray:
+        """(N, 3, H, W) preprocessed images -> (N, num_classes) probabilities."""
+        started = time.perf_counter()
+        probabilities = self.classifier.predict_proba(pixel_values)
+        metrics.INFERENCE_SECONDS.labels(method="classify").observe(time.perf_counter() - started)
+        return probabilities
+
+    @bentoml.api
+    def explain(self, pixel_values: np.ndarray) -> RawExplanation:
+        """(1, 3, H, W) preprocessed image -> heatmap on the model's own grid."""
+        import torch
+
+        started = time.perf_counter()
+        batch = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
+        result = explain_image(self.classifier.model, batch.to(self.classifier.device))
+        metrics.INFERENCE_SECONDS.labels(method="explain").observe(time.perf_counter() - started)
+        return RawExplanation(
+            heatmap=result.heatmap.tolist(),
+            class_index=result.class_index,
+            confidence=result.confidence,
+            method=result.method,
+            num_layers=result.num_layers,
+            num_heads=result.num_heads,
+        )
+
+
+@bentoml.service(
+    name="tikka",
+    traffic={"timeout": settings.request_timeout_s, "max_concurrency": settings.max_concurrency},
+)
+@bentoml.asgi_app(api_app, path="/")
+class Gateway:
+    # API functions return a JSONResponse for rejected uploads; BentoML sends
+    # Response objects as they are, so the annotations name only the success body.
+    classifier = bentoml.depends(Classifier)
+    model_ref = bentoml.models.BentoModel(settings.model_tag)
+
+    def __init__(self) -> None:
+        self.preprocessor = ImagePreprocessor(self.model_ref.path)
+        self.labels = ImageClassifier.labels_of(self.model_ref.path)
+        self.model_tag = str(self.model_ref.tag)
+        api_app.state.model_tag = self.model_tag
+
+    async def _decode(self, image: Path):
+        """Read, validate and preprocess off the event loop: the CPU-bound part."""
+        data = await anyio.Path(image).read_bytes()
+        started = time.perf_counter()
+        draft = self.preprocessor.draft_size if settings.jpeg_draft_decode else None
+        decoded = await anyio.to_thread.run_sync(
+            lambda: decode_upload(data, max_pixels=settings.max_image_pixels, draft_size=draft)
+        )
+        metrics.DECODE_SECONDS.observe(time.perf_counter() - started)
+        pixel_values = await anyio.to_thread.run_sync(self.preprocessor, decoded)
+        return decoded, pixel_values
+
+    @bentoml.api(route="/predict")
+    async def predict(self, image: Path, ctx: bentoml.Context) -> PredictionResponse:
+        """Classify a food photo: the top-5 dishes with probabilities."""
+        try:
+            _, pixel_values = await self._decode(image)
+        except UploadError as exc:
+            return reject(ctx, exc)
+        probabilities = await self.classifier.to_async.classify(pixel_values[None])
+        predictions = top_k_labels(probabilities[0], self.labels, settings.top_k)
+        metrics.PREDICTIONS.labels(label=next(iter(predictions))).inc()
+        return PredictionResponse(
+            predictions=predictions,
+            filename=upload_info(ctx.request).filename,
+            model=self.model_tag,
+        )
+
+    @bentoml.api(route="/predict/explain")
+    async def explain(
+        self, image: Path, ctx: bentoml.Context
+    ) -> ExplanationResponse:
+        """Where the model looked: Grad-CAM for CNNs, attention rollout for transformers."""
+        try:
+            decoded, pixel_values = await self._decode(image)
+        except UploadError as exc:
+            return reject(ctx, exc)
+        raw = await self.classifier.to_async.explain(pixel_values[None])
+        heatmap = np.asarray(raw.heatmap, dtype=np.float32)
+        box = self.preprocessor.view_box(*decoded.size)
+        png = await anyio.to_thread.run_sync(render_overlay, decoded, heatmap, box)
+        return ExplanationResponse(
+            predicted_class=self.labels[raw.class_index],
+            confidence=round(raw.confidence, 3),
+            attention_map=base64.b64encode(png).decode("ascii"),
+            num_layers=raw.num_layers,
+            num_heads=raw.num_heads,
+            grid_size=f"{heatmap.shape[0]}x{heatmap.shape[1]}",
+            filename=upload_info(ctx.request).filename,
+            method=raw.method,
+            model=self.model_tag,
+        )
+
+
+def reject(ctx: bentoml.Context, exc: UploadError):
+    # With a Context parameter BentoML copies ctx.response.status_code onto
+    # whatever the API returns, so the status must be set there too.
+    ctx.response.status_code = exc.status_code
+    return error_response(exc.status_code, exc.error, str(exc))
+
+
+# CORS is added here rather than through BentoML's http.cors setting because
+# BentoML installs its CORS middleware inside user middlewares: the upload
+# guard's 4xx answers would then lack CORS headers and browsers would hide them.
+Gateway.add_asgi_middleware(
+    CORSMiddleware,
+    allow_origins=settings.cors_origins,
+    allow_methods=["GET", "POST", "OPTIONS"],
+    allow_headers=["*"],
+    max_age=600,
+)
+Gateway.add_asgi_middleware(
+    UploadGuard, paths=UPLOAD_ROUTES, field=UPLOAD_FIELD, max_bytes=settings.max_upload_bytes
+)
