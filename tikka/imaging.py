@@ -14,12 +14,14 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from tikka.errors import ServiceError
+
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 # A truncated JPEG must be an error, not an image with a grey bottom half.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-class UploadError(Exception):
+class UploadError(ServiceError):
     """An upload the service refuses; ``status_code`` is the HTTP answer."""
 
     status_code = 400

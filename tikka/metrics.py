@@ -13,7 +13,7 @@ PREDICTIONS = Counter(
 )
 INFERENCE_SECONDS = Histogram(
     "tikka_inference_seconds",
-    "Model time per call: one adaptive batch for classify, one image for explain.",
+    "Model time per call: one adaptive batch (classify), one image (explain), the start-up warm-up.",
     labelnames=["method"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )

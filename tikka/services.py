@@ -11,20 +11,23 @@ reaches a batch, where one failing request fails every request batched with it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
 from pathlib import Path
 
 import anyio
 import bentoml
 import numpy as np
+from bentoml.exceptions import BentoMLException
 from starlette.middleware.cors import CORSMiddleware
 
 from tikka import metrics
-from tikka.api import api_app, error_response
+from tikka.api import JSONErrorBodies, api_app, error_response
 from tikka.classifier import ImageClassifier, top_k_labels
 from tikka.explain import explain as explain_image
 from tikka.explain import render_overlay
-from tikka.imaging import ImagePreprocessor, UploadError, decode_upload
+from tikka.errors import ClassifierBusy, ClassifierTimeout, ServiceError
+from tikka.imaging import ImagePreprocessor, decode_upload
 from tikka.schemas import ExplanationResponse, PredictionResponse, RawExplanation
 from tikka.settings import get_settings
 from tikka.upload_guard import UploadGuard, upload_info
@@ -48,7 +51,9 @@ class Classifier:
     def __init__(self) -> None:
         self.ready = False
         self.classifier = ImageClassifier(self.model_ref.path, settings.device)
+        started = time.perf_counter()
         self.classifier.warm_up()
+        metrics.INFERENCE_SECONDS.labels(method="warmup").observe(time.perf_counter() - started)
         self.ready = True
 
     def __is_ready__(self) -> bool:
@@ -120,9 +125,10 @@ class Gateway:
         """Classify a food photo: the top-5 dishes with probabilities."""
         try:
             _, pixel_values = await self._decode(image)
-        except UploadError as exc:
+            async with classifier_errors():
+                probabilities = await self.classifier.to_async.classify(pixel_values[None])
+        except ServiceError as exc:
             return reject(ctx, exc)
-        probabilities = await self.classifier.to_async.classify(pixel_values[None])
         predictions = top_k_labels(probabilities[0], self.labels, settings.top_k)
         metrics.PREDICTIONS.labels(label=next(iter(predictions))).inc()
         return PredictionResponse(
@@ -138,9 +144,10 @@ class Gateway:
         """Where the model looked: Grad-CAM for CNNs, attention rollout for transformers."""
         try:
             decoded, pixel_values = await self._decode(image)
-        except UploadError as exc:
+            async with classifier_errors():
+                raw = await self.classifier.to_async.explain(pixel_values[None])
+        except ServiceError as exc:
             return reject(ctx, exc)
-        raw = await self.classifier.to_async.explain(pixel_values[None])
         heatmap = np.asarray(raw.heatmap, dtype=np.float32)
         box = self.preprocessor.view_box(*decoded.size)
         png = await anyio.to_thread.run_sync(render_overlay, decoded, heatmap, box)
@@ -157,16 +164,38 @@ class Gateway:
         )
 
 
-def reject(ctx: bentoml.Context, exc: UploadError):
-    # With a Context parameter BentoML copies ctx.response.status_code onto
-    # whatever the API returns, so the status must be set there too.
+@contextlib.asynccontextmanager
+async def classifier_errors():
+    """Name the classifier's overload and timeout answers instead of a generic 5xx."""
+    try:
+        yield
+    except BentoMLException as exc:
+        status = exc.error_code.value
+        if status in (429, 503):
+            raise ClassifierBusy(
+                "the classifier is at capacity (adaptive batching latency budget); retry shortly"
+            ) from None
+        if status in (408, 504):
+            raise ClassifierTimeout(
+                f"the classifier did not answer within {settings.request_timeout_s} s"
+            ) from None
+        raise
+
+
+def reject(ctx: bentoml.Context, exc: ServiceError):
+    # With a Context parameter BentoML copies ctx.response.status_code and
+    # metadata onto whatever the API returns, so both must be set there too.
     ctx.response.status_code = exc.status_code
-    return error_response(exc.status_code, exc.error, str(exc))
+    ctx.response.metadata.update(exc.headers)
+    return error_response(exc.status_code, exc.error, str(exc), exc.headers)
 
 
-# CORS is added here rather than through BentoML's http.cors setting because
-# BentoML installs its CORS middleware inside user middlewares: the upload
-# guard's 4xx answers would then lack CORS headers and browsers would hide them.
+Gateway.add_asgi_middleware(JSONErrorBodies)
+# User middlewares run in this order, outermost first, all inside BentoML's
+# metrics and access log. CORS is added here rather than through BentoML's
+# http.cors setting because BentoML installs its CORS middleware inside user
+# middlewares: the upload guard's 4xx answers would then lack CORS headers and
+# browsers would hide them from the page.
 Gateway.add_asgi_middleware(
     CORSMiddleware,
     allow_origins=settings.cors_origins,

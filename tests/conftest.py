@@ -1,0 +1,67 @@
+"""Shared fixtures: the model store, in-process and really served Bentos."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+# Before anything imports bentoml or prometheus_client: the project-local store
+# (what `make test` fills) and an empty multiprocess metrics dir, without which
+# /metrics hangs in-process.
+os.environ.setdefault("BENTOML_HOME", str(ROOT / ".bentoml"))
+os.environ.setdefault("BENTOML_CONFIG", str(ROOT / "configuration.yaml"))
+os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
+os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tikka-prom-")
+sys.path.insert(0, str(ROOT))
+
+import subprocess  # noqa: E402
+
+import pytest  # noqa: E402
+
+from tests.helpers import served_bento  # noqa: E402
+
+DATA = ROOT / "tests" / "data"
+
+
+@pytest.fixture(scope="session")
+def default_model():
+    """The embedded default model, imported into the store if it is not there yet."""
+    subprocess.run(
+        [sys.executable, str(ROOT / "models" / "import_default_model.py")], check=True, env=os.environ
+    )
+    import bentoml
+
+    return bentoml.models.get("food-classifier:latest")
+
+
+@pytest.fixture(scope="session")
+def photo():
+    def read(name: str) -> bytes:
+        return (DATA / name).read_bytes()
+
+    return read
+
+
+@pytest.fixture(scope="session")
+def client(default_model):
+    """The Gateway in-process (no batching: the dependency is a local instance)."""
+    from starlette.testclient import TestClient
+
+    from service import Gateway
+
+    with TestClient(Gateway.to_asgi()) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def bento(default_model, tmp_path_factory):
+    """A really served Bento (`bentoml serve` subprocess) with small, testable limits."""
+    env = {
+        "TIKKA_MAX_UPLOAD_BYTES": str(2_000_000),
+        "TIKKA_MAX_IMAGE_PIXELS": str(4_000_000),
+    }
+    with served_bento(tmp_path_factory.mktemp("bento-home"), env) as url:
+        yield url

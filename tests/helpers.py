@@ -1,0 +1,150 @@
+"""Test helpers: serving the Bento for real, and making images of every awkward kind."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@contextlib.contextmanager
+def served_bento(home: Path, env: dict[str, str] | None = None, timeout: float = 180) -> Iterator[str]:
+    """`bentoml serve service:Gateway` on a free port; yields the base URL once /readyz is 200.
+
+    Each server gets its own BENTOML_HOME (with the project's model store linked
+    in): every `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir at
+    start, which would reset the metrics of any other server sharing the home.
+    """
+    store = Path(os.environ["BENTOML_HOME"]) / "models"
+    home.mkdir(parents=True, exist_ok=True)
+    if not (home / "models").exists():
+        (home / "models").symlink_to(store, target_is_directory=True)
+    port = free_port()
+    log_path = home / "serve.log"
+    server_env = {**os.environ, "BENTOML_HOME": str(home), **(env or {})}
+    server_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve sets its own
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "bentoml", "serve", "service:Gateway", "--port", str(port),
+             "--host", "127.0.0.1"],
+            cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, process, log_path, timeout)
+        yield url
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
+def wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+                return
+        time.sleep(0.5)
+    raise TimeoutError(f"{url} not ready in {timeout}s:\n{log_path.read_text()[-4000:]}")
+
+
+def metric_value(metrics_text: str, name: str, **labels: str) -> float:
+    """Sum of the samples of ``name`` whose labels include ``labels``."""
+    total = 0.0
+    for line in metrics_text.splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{(.*)\})? ([^ ]+)$", line)
+        if not match or match.group(1) != name:
+            continue
+        sample_labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(3) or ""))
+        if all(sample_labels.get(k) == v for k, v in labels.items()):
+            total += float(match.group(4))
+    return total
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def photo_image(name: str = "pizza.jpg") -> Image.Image:
+    return Image.open(ROOT / "tests" / "data" / name).convert("RGB")
+
+
+def rgba_png(photo: Image.Image) -> bytes:
+    """The photo with a fully transparent top quarter whose stored colour is black."""
+    rgba = photo.convert("RGBA")
+    rgba.paste((0, 0, 0, 0), (0, 0, rgba.width, rgba.height // 4))
+    return encode(rgba, "PNG")
+
+
+def sixteen_bit_png(width: int = 64, height: int = 48, value: int = 40000) -> bytes:
+    return encode(Image.new("I;16", (width, height), value), "PNG")
+
+
+def exif_rotated_jpeg(photo: Image.Image, orientation: int = 6) -> bytes:
+    """Pixels stored sideways, with the EXIF tag that says how to turn them upright."""
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode(photo.rotate(90, expand=True), "JPEG", exif=exif.tobytes(), quality=92)
+
+
+def two_frame_gif(first=(255, 0, 0), second=(0, 0, 255)) -> bytes:
+    frames = [Image.new("RGB", (40, 30), first), Image.new("RGB", (40, 30), second)]
+    return encode(frames[0], "GIF", save_all=True, append_images=frames[1:], duration=100)
+
+
+def pixel_bomb_png(width: int, height: int) -> bytes:
+    """A tiny file that decodes to width*height pixels (a decompression bomb)."""
+    return encode(Image.new("1", (width, height), 0), "PNG", optimize=True)
+
+
+def truncated_jpeg(photo_bytes: bytes) -> bytes:
+    return photo_bytes[: len(photo_bytes) // 3]
+
+
+def bad_uploads(max_bytes: int, max_pixels: int, photo_bytes: bytes) -> list[tuple[str, dict, int, str]]:
+    """Every kind of bad request: (id, httpx request kwargs, expected status, expected error code)."""
+    side = int(max_pixels**0.5) + 10
+    return [
+        ("missing-field", {"files": {"file": ("p.jpg", photo_bytes, "image/jpeg")}}, 422, "missing_field"),
+        ("text-field-only", {"files": {"other": (None, "x")}}, 422, "missing_field"),
+        ("empty-file", {"files": {"image": ("e.jpg", b"", "image/jpeg")}}, 400, "empty_upload"),
+        ("not-an-image", {"files": {"image": ("x.jpg", b"%PDF-1.7 not a photo" * 20, "image/jpeg")}}, 400, "not_an_image"),
+        ("truncated-jpeg", {"files": {"image": ("t.jpg", truncated_jpeg(photo_bytes), "image/jpeg")}}, 400, "not_an_image"),
+        ("tiff-not-accepted", {"files": {"image": ("t.tif", encode(photo_image(), "TIFF"), "image/tiff")}}, 400, "not_an_image"),
+        ("declared-text", {"files": {"image": ("a.txt", b"hello", "text/plain")}}, 415, "unsupported_media_type"),
+        ("declared-pdf", {"files": {"image": ("a.pdf", photo_bytes, "application/pdf")}}, 415, "unsupported_media_type"),
+        ("json-body", {"json": {"image": "https://example.com/pizza.jpg"}}, 415, "unsupported_media_type"),
+        ("url-in-file-field", {"files": {"image": (None, "http://127.0.0.1:9/pizza.jpg")}}, 400, "not_a_file"),
+        ("extra-field", {"files": {"image": ("p.jpg", photo_bytes, "image/jpeg"), "notes": ("n.bin", b"\xff\xfe\x00", "application/octet-stream")}}, 400, "unexpected_field"),
+        ("two-images", {"files": [("image", ("a.jpg", photo_bytes, "image/jpeg")), ("image", ("b.jpg", photo_bytes, "image/jpeg"))]}, 400, "too_many_files"),
+        ("body-over-limit", {"files": {"image": ("big.jpg", photo_bytes + b"\0" * max_bytes, "image/jpeg")}}, 413, "upload_too_large"),
+        ("pixel-bomb", {"files": {"image": ("bomb.png", pixel_bomb_png(side, side), "image/png")}}, 413, "image_too_large"),
+    ]

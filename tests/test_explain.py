@@ -1,0 +1,85 @@
+"""Unit tests: Grad-CAM on the real model, and the heatmap overlay's geometry."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tests import helpers
+from tikka.classifier import ImageClassifier
+from tikka.explain import explain, jet, render_overlay
+from tikka.imaging import ImagePreprocessor, ViewBox
+
+
+@pytest.fixture(scope="module")
+def model_and_preprocessor(default_model):
+    return ImageClassifier(default_model.path, "cpu"), ImagePreprocessor(default_model.path)
+
+
+def explain_image(model_and_preprocessor, image: Image.Image):
+    classifier, preprocessor = model_and_preprocessor
+    pixel_values = torch.from_numpy(preprocessor(image)[None])
+    return classifier, explain(classifier.model, pixel_values)
+
+
+def test_grad_cam_uses_the_last_conv_stage_grid(model_and_preprocessor):
+    classifier, result = explain_image(model_and_preprocessor, helpers.photo_image())
+    assert result.method == "grad-cam"
+    assert result.heatmap.shape == (7, 7) and result.grid_size == "7x7"
+    assert result.heatmap.min() >= 0 and result.heatmap.max() == pytest.approx(1.0)
+    assert classifier.labels[result.class_index] == "pizza" and result.confidence > 0.9
+    assert (result.num_layers, result.num_heads) == (1, 0)
+
+
+def test_grad_cam_points_at_the_food_not_the_blank_half(model_and_preprocessor):
+    """A pizza on the left half of a white canvas: the map's mass must sit on the left."""
+    pizza = helpers.photo_image().resize((224, 224))
+    canvas = Image.new("RGB", (448, 224), (255, 255, 255))
+    canvas.paste(pizza, (0, 0))
+    # The processor centre-crops the short side, so feed a square-ish layout:
+    # stack two canvases vertically to make the crop cover both halves.
+    square = Image.new("RGB", (448, 448), (255, 255, 255))
+    square.paste(canvas, (0, 0))
+    square.paste(canvas, (0, 224))
+    _, result = explain_image(model_and_preprocessor, square)
+    left, right = result.heatmap[:, :3].sum(), result.heatmap[:, 4:].sum()
+    assert left > 2 * right
+
+
+def test_explaining_does_not_change_predictions(model_and_preprocessor, photo):
+    classifier, preprocessor = model_and_preprocessor
+    pixel_values = preprocessor(helpers.photo_image("guacamole.jpg"))[None]
+    before = classifier.predict_proba(pixel_values)
+    explain(classifier.model, torch.from_numpy(pixel_values))
+    np.testing.assert_array_equal(classifier.predict_proba(pixel_values), before)
+    assert not any(p.requires_grad for p in classifier.model.parameters())
+
+
+@pytest.mark.parametrize(("size", "expected"), [((640, 400), (640, 400)), ((3000, 1000), (1024, 341)), ((300, 900), (300, 900))])
+def test_overlay_png_keeps_the_upload_proportions(size, expected):
+    heatmap = np.random.default_rng(1).random((7, 7)).astype(np.float32)
+    image = Image.new("RGB", size, (120, 80, 40))
+    png = render_overlay(image, heatmap, ViewBox(0, 0, *size))
+    decoded = Image.open(io.BytesIO(png))
+    assert decoded.format == "PNG" and decoded.size == expected
+
+
+def test_overlay_places_the_grid_on_the_cropped_region():
+    heatmap = np.ones((7, 7), dtype=np.float32)
+    image = Image.new("RGB", (640, 400), (0, 0, 0))
+    png = render_overlay(image, heatmap, ViewBox(145, 25, 495, 375))
+    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int)
+    inside, outside = pixels[200, 320], pixels[200, 20]
+    # On black, the blend is 0.45 x jet: dark red for full attention inside the
+    # crop, dark blue (zero) outside it, where the model saw nothing.
+    assert inside[0] > 40 and inside[2] < 5
+    assert outside[2] > 40 and outside[0] < 5
+
+
+def test_jet_ramp_endpoints():
+    assert tuple(jet(np.array([0.0]))[0]) == (0, 0, 127)
+    assert tuple(jet(np.array([1.0]))[0]) == (127, 0, 0)

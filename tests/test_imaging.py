@@ -1,0 +1,140 @@
+"""Unit tests: safe decoding of every accepted format and mode, and the preprocessing geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests import helpers
+from tikka.imaging import (
+    EmptyUpload,
+    ImagePreprocessor,
+    ImageTooLarge,
+    NotAnImage,
+    decode_upload,
+)
+
+LIMIT = 40_000_000
+
+
+def decode(data: bytes, **kwargs) -> Image.Image:
+    return decode_upload(data, max_pixels=kwargs.pop("max_pixels", LIMIT), **kwargs)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP"])
+def test_accepted_formats_decode_to_rgb_of_the_same_size(fmt):
+    photo = helpers.photo_image()
+    image = decode(helpers.encode(photo, fmt))
+    assert image.mode == "RGB" and image.size == photo.size
+
+
+def test_gif_uses_the_first_frame():
+    image = decode(helpers.two_frame_gif(first=(255, 0, 0), second=(0, 0, 255)))
+    red, green, blue = image.getpixel((5, 5))
+    assert red > 200 and blue < 50
+
+
+def test_transparent_pixels_are_composited_on_white_not_their_stored_black():
+    image = decode(helpers.rgba_png(helpers.photo_image()))
+    assert image.mode == "RGB"
+    assert image.getpixel((10, 5)) == (255, 255, 255)
+    assert image.getpixel((10, image.height - 5)) != (255, 255, 255)
+
+
+def test_grayscale_becomes_three_equal_channels():
+    gray = helpers.photo_image().convert("L")
+    image = decode(helpers.encode(gray, "PNG"))
+    r, g, b = (np.asarray(image)[..., c] for c in range(3))
+    assert image.mode == "RGB" and (r == g).all() and (g == b).all()
+
+
+def test_sixteen_bit_png_is_scaled_not_clipped():
+    image = decode(helpers.sixteen_bit_png(value=40000))
+    # 40000 / 257 = 155.6: PIL's own convert() would clip to 255 (white).
+    assert image.getpixel((0, 0)) == (155, 155, 155)
+
+
+def test_cmyk_jpeg_keeps_its_colours():
+    photo = helpers.photo_image()
+    cmyk = helpers.encode(photo.convert("CMYK"), "JPEG", quality=95)
+    image = decode(cmyk)
+    assert image.mode == "RGB"
+    difference = np.abs(np.asarray(image, dtype=int) - np.asarray(photo, dtype=int)).mean()
+    assert difference < 12
+
+
+def test_exif_orientation_is_applied():
+    photo = helpers.photo_image()  # 640x400, landscape
+    stored = helpers.exif_rotated_jpeg(photo, orientation=6)
+    assert Image.open(__import__("io").BytesIO(stored)).size == (400, 640)
+    image = decode(stored)
+    assert image.size == (640, 400)
+    difference = np.abs(np.asarray(image, dtype=int) - np.asarray(photo, dtype=int)).mean()
+    assert difference < 10, "the upright image should match the original photo"
+
+
+def test_empty_upload_is_rejected():
+    with pytest.raises(EmptyUpload):
+        decode(b"")
+
+
+@pytest.mark.parametrize("data", [b"hello world", b"%PDF-1.7" + b"\0" * 200, b"\x89PNG\r\n\x1a\n" + b"\0" * 20])
+def test_bytes_that_are_not_an_image_are_rejected(data):
+    with pytest.raises(NotAnImage):
+        decode(data)
+
+
+def test_truncated_jpeg_is_rejected(photo):
+    with pytest.raises(NotAnImage, match="truncated"):
+        decode(helpers.truncated_jpeg(photo("pizza.jpg")))
+
+
+def test_decompression_bomb_is_rejected_before_decoding():
+    bomb = helpers.pixel_bomb_png(3000, 3000)
+    assert len(bomb) < 100_000
+    with pytest.raises(ImageTooLarge) as excinfo:
+        decode(bomb, max_pixels=4_000_000)
+    assert excinfo.value.status_code == 413
+
+
+def test_draft_decode_shrinks_large_jpegs_but_never_below_the_target():
+    large = helpers.photo_image().resize((2560, 1600))
+    image = decode(helpers.encode(large, "JPEG", quality=90), draft_size=512)
+    assert image.size == (1280, 800)  # DCT scale 1/2: the smallest scale still >= 512
+    small = decode(helpers.encode(helpers.photo_image(), "JPEG"), draft_size=512)
+    assert small.size == (640, 400)
+
+
+def test_preprocessing_matches_the_model_processor_exactly(default_model, photo):
+    from transformers import AutoImageProcessor
+
+    preprocessor = ImagePreprocessor(default_model.path)
+    ours = preprocessor(decode(photo("pizza.jpg"), draft_size=preprocessor.draft_size))
+    processor = AutoImageProcessor.from_pretrained(default_model.path)
+    reference = processor(
+        images=Image.open(helpers.ROOT / "tests/data/pizza.jpg").convert("RGB"), return_tensors="pt"
+    )["pixel_values"][0].numpy()
+    assert ours.dtype == np.float32 and ours.shape == (3, 224, 224)
+    np.testing.assert_array_equal(ours, reference)
+
+
+def test_model_processor_matches_timm_eval_transform(default_model):
+    """The saved processor config reproduces timm's own eval pipeline for the architecture."""
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
+    transform = create_transform(**resolve_data_config({}, model=model), is_training=False)
+    image = helpers.photo_image("guacamole.jpg")
+    expected = transform(image).numpy()
+    actual = ImagePreprocessor(default_model.path)(image)
+    np.testing.assert_allclose(actual, expected, atol=1e-6)
+
+
+def test_view_box_is_the_centre_crop_of_the_short_side(default_model):
+    preprocessor = ImagePreprocessor(default_model.path)
+    assert preprocessor.resize_size == 256 and preprocessor.draft_size == 512
+    box = preprocessor.view_box(640, 400)
+    assert (box.right - box.left) == pytest.approx(350) and (box.bottom - box.top) == pytest.approx(350)
+    assert box.left == pytest.approx(145) and box.top == pytest.approx(25)

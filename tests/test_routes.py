@@ -1,0 +1,129 @@
+"""In-process tests of the HTTP contract (Gateway.to_asgi(); no batching in-process)."""
+
+from __future__ import annotations
+
+import base64
+import io
+
+import pytest
+from PIL import Image
+
+from tests import helpers
+from tikka.settings import get_settings
+
+settings = get_settings()
+
+
+def post_image(client, data: bytes, name="photo.jpg", content_type="image/jpeg", route="/predict"):
+    return client.post(route, files={"image": (name, data, content_type)})
+
+
+def assert_prediction(response, top: str | None = None, filename: str | None = None):
+    assert response.status_code == 200, response.text
+    body = response.json()
+    predictions = body["predictions"]
+    assert len(predictions) == 5
+    values = list(predictions.values())
+    assert values == sorted(values, reverse=True)
+    assert all(round(v, 3) == v and 0 <= v <= 1 for v in values)
+    assert body["model"].startswith("food-classifier:") and not body["model"].endswith(":latest")
+    if top:
+        assert next(iter(predictions)) == top
+    if filename:
+        assert body["filename"] == filename
+    return body
+
+
+def test_predict_returns_top5_for_a_photo(client, photo):
+    assert_prediction(post_image(client, photo("pizza.jpg"), "pizza.jpg"), top="pizza", filename="pizza.jpg")
+
+
+@pytest.mark.parametrize(
+    ("kind", "make", "content_type"),
+    [
+        ("png-alpha", lambda: helpers.rgba_png(helpers.photo_image()), "image/png"),
+        ("webp", lambda: helpers.encode(helpers.photo_image(), "WEBP"), "image/webp"),
+        ("gif", lambda: helpers.encode(helpers.photo_image().convert("P"), "GIF"), "image/gif"),
+        ("cmyk-jpeg", lambda: helpers.encode(helpers.photo_image().convert("CMYK"), "JPEG"), "image/jpeg"),
+        ("grayscale", lambda: helpers.encode(helpers.photo_image().convert("L"), "PNG"), "image/png"),
+        ("sixteen-bit", lambda: helpers.sixteen_bit_png(), "image/png"),
+        ("exif-rotated", lambda: helpers.exif_rotated_jpeg(helpers.photo_image()), "image/jpeg"),
+        ("octet-stream", lambda: helpers.encode(helpers.photo_image(), "JPEG"), "application/octet-stream"),
+    ],
+)
+def test_every_accepted_kind_of_image_is_classified(client, kind, make, content_type):
+    body = assert_prediction(post_image(client, make(), f"{kind}.img", content_type))
+    if kind not in ("sixteen-bit", "grayscale"):
+        assert next(iter(body["predictions"])) == "pizza"
+
+
+def test_bad_inputs_get_their_status_and_a_json_detail(client, photo):
+    cases = helpers.bad_uploads(settings.max_upload_bytes, settings.max_image_pixels, photo("pizza.jpg"))
+    for case_id, request, status, error in cases:
+        response = client.post("/predict", **request)
+        assert response.status_code == status, (case_id, response.text)
+        body = response.json()
+        assert isinstance(body["detail"], str) and body["detail"], case_id
+        assert body["error"] == error, case_id
+        if case_id == "missing-field":
+            assert "'image'" in body["detail"]
+    # nothing was broken by all that
+    assert_prediction(post_image(client, photo("guacamole.jpg")), top="guacamole")
+
+
+def test_explain_returns_a_heatmap_png_of_the_upload_proportions(client, photo):
+    response = post_image(client, photo("guacamole.jpg"), "guacamole.jpg", route="/predict/explain")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["predicted_class"] == "guacamole" and body["confidence"] > 0.9
+    assert body["method"] == "grad-cam" and body["grid_size"] == "7x7"
+    assert body["num_layers"] == 1 and body["num_heads"] == 0 and body["filename"] == "guacamole.jpg"
+    png = Image.open(io.BytesIO(base64.b64decode(body["attention_map"])))
+    assert png.format == "PNG" and png.size == (427, 640)
+
+
+def test_explain_rejects_bad_input_like_predict(client):
+    response = post_image(client, b"not an image", route="/predict/explain")
+    assert response.status_code == 400 and response.json()["error"] == "not_an_image"
+
+
+def test_health_banner_and_probes(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    banner = client.get("/").json()
+    assert banner["status"] == "ok" and banner["model"].startswith("food-classifier:")
+    assert client.get("/livez").status_code == 200
+    assert client.get("/readyz").status_code == 200
+
+
+def test_unknown_get_route_is_a_json_404(client):
+    response = client.get("/no-such-page")
+    assert response.status_code == 404 and isinstance(response.json()["detail"], str)
+
+
+def test_metrics_include_our_own(client, photo):
+    post_image(client, photo("pizza.jpg"))
+    text = client.get("/metrics").text
+    assert helpers.metric_value(text, "tikka_predictions_total", label="pizza") >= 1
+    assert helpers.metric_value(text, "tikka_image_decode_seconds_count") >= 1
+    assert helpers.metric_value(text, "tikka_inference_seconds_count", method="classify") >= 1
+
+
+@pytest.mark.parametrize("origin", settings.cors_origins)
+def test_cors_allows_the_configured_origins(client, origin):
+    preflight = client.options(
+        "/predict", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
+    )
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == origin
+
+
+def test_cors_refuses_other_origins_and_covers_error_answers(client):
+    preflight = client.options(
+        "/predict", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    rejected = client.post(
+        "/predict", json={"image": "x"}, headers={"Origin": "http://localhost:8501"}
+    )
+    assert rejected.status_code == 415
+    assert rejected.headers["access-control-allow-origin"] == "http://localhost:8501"

@@ -1,0 +1,133 @@
+"""Against a really served Bento: `bentoml serve service:Gateway` in a subprocess.
+
+This is where adaptive batching happens (in-process there is none), and where
+the limits come from environment settings (2 MB body, 4 Mpx images here).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import http.server
+import io
+import threading
+
+import httpx
+import pytest
+from PIL import Image
+
+from tests import helpers
+
+pytestmark = [pytest.mark.slow, pytest.mark.served]
+
+
+def predict(url: str, data: bytes, name: str = "photo.jpg", route: str = "/predict") -> httpx.Response:
+    return httpx.post(f"{url}{route}", files={"image": (name, data, "image/jpeg")}, timeout=60)
+
+
+def test_ready_only_after_the_warm_up_inference(bento):
+    assert httpx.get(f"{bento}/readyz").status_code == 200
+    metrics = httpx.get(f"{bento}/metrics").text
+    assert helpers.metric_value(metrics, "tikka_inference_seconds_count", method="warmup") == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "dish"), [("pizza.jpg", "pizza"), ("guacamole.jpg", "guacamole"), ("hamburger.jpg", "cheeseburger")]
+)
+def test_sample_photos_classify_as_their_dish(bento, photo, name, dish):
+    response = predict(bento, photo(name), name)
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert next(iter(body["predictions"])) == dish
+    assert body["filename"] == name and body["model"].startswith("food-classifier:")
+
+
+def test_concurrent_requests_are_batched(bento, photo):
+    data = photo("pizza.jpg")
+
+    async def burst(client: httpx.AsyncClient, size: int) -> list[int]:
+        responses = await asyncio.gather(*(
+            client.post(f"{bento}/predict", files={"image": ("p.jpg", data, "image/jpeg")})
+            for _ in range(size)
+        ))
+        return [r.status_code for r in responses]
+
+    def batch_counts() -> tuple[float, float]:
+        text = httpx.get(f"{bento}/metrics").text
+        name = "bentoml_service_adaptive_batch_size"
+        total = helpers.metric_value(text, f"{name}_count", method_name="classify")
+        singles = helpers.metric_value(text, f"{name}_bucket", method_name="classify", le="1.0")
+        return total, total - singles
+
+    async def run() -> None:
+        async with httpx.AsyncClient(timeout=120) as client:
+            for _ in range(3):  # the batcher's cost model needs ~10 dispatches to warm up
+                assert set(await burst(client, 12)) == {200}
+            batches_before, multi_before = batch_counts()
+            statuses = await burst(client, 32)
+            assert statuses == [200] * 32
+            batches_after, multi_after = batch_counts()
+            assert batches_after - batches_before < 32, "32 requests should need fewer than 32 batches"
+            assert multi_after > multi_before, "some batches should hold more than one image"
+
+    asyncio.run(run())
+
+
+def test_every_bad_input_gets_its_status(bento, photo):
+    for case_id, request, status, error in helpers.bad_uploads(2_000_000, 4_000_000, photo("pizza.jpg")):
+        response = httpx.post(f"{bento}/predict", timeout=60, **request)
+        assert response.status_code == status, (case_id, response.text)
+        body = response.json()
+        assert body["error"] == error and isinstance(body["detail"], str), case_id
+    assert predict(bento, photo("pizza.jpg")).status_code == 200
+
+
+def test_a_url_in_the_file_field_is_never_fetched(bento):
+    hits: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(helpers.encode(helpers.photo_image(), "JPEG"))
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        target = f"http://127.0.0.1:{server.server_port}/pizza.jpg"
+        response = httpx.post(f"{bento}/predict", files={"image": (None, target)}, timeout=30)
+        assert response.status_code == 400 and response.json()["error"] == "not_a_file"
+        assert hits == []
+    finally:
+        server.shutdown()
+
+
+def test_explain_served(bento, photo):
+    response = predict(bento, photo("hamburger.jpg"), "hamburger.jpg", route="/predict/explain")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["predicted_class"] == "cheeseburger" and body["grid_size"] == "7x7"
+    image = Image.open(io.BytesIO(base64.b64decode(body["attention_map"])))
+    assert image.size == (428, 640)
+
+
+def test_metrics_count_requests_and_our_own_series(bento, photo):
+    predict(bento, photo("guacamole.jpg"))
+    predict(bento, b"")
+    text = httpx.get(f"{bento}/metrics").text
+    assert helpers.metric_value(text, "bentoml_service_request_total", endpoint="/predict", http_response_code="200") >= 1
+    assert helpers.metric_value(text, "bentoml_service_request_total", endpoint="/predict", http_response_code="400") >= 1
+    assert helpers.metric_value(text, "tikka_predictions_total", label="guacamole") >= 1
+    assert helpers.metric_value(text, "tikka_image_decode_seconds_count") >= 1
+    assert helpers.metric_value(text, "tikka_inference_seconds_count", method="classify") >= 1
+    assert helpers.metric_value(text, "bentoml_service_adaptive_batch_size_count", method_name="classify") >= 1
+
+
+def test_health_and_banner_served(bento):
+    assert httpx.get(f"{bento}/health").json() == {"status": "ok"}
+    assert httpx.get(f"{bento}/").json()["model"].startswith("food-classifier:")
+    assert httpx.get(f"{bento}/livez").status_code == 200

@@ -1,0 +1,22 @@
+"""Typed errors, each named for what went wrong and carrying its HTTP answer."""
+
+from __future__ import annotations
+
+
+class ServiceError(Exception):
+    """An expected failure answered as ``{"detail": str(self), "error": error}``."""
+
+    status_code = 500
+    error = "internal_error"
+    headers: dict[str, str] = {}
+
+
+class ClassifierBusy(ServiceError):
+    status_code = 503
+    error = "classifier_busy"
+    headers = {"Retry-After": "2"}
+
+
+class ClassifierTimeout(ServiceError):
+    status_code = 504
+    error = "classifier_timeout"
