@@ -40,8 +40,9 @@ test-fast: model
 bench: model
 	$(BIN)/python benchmarks/batch_latency.py
 
+# TIKKA_MODEL_TAG=food101-siglip:latest make build packages (and serves) that model instead.
 build: model
-	$(BIN)/bentoml build
+	$(BIN)/bentoml build $(if $(TIKKA_MODEL_TAG),--arg model_tag=$(TIKKA_MODEL_TAG))
 
 lock: setup
 	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new

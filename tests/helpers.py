@@ -27,14 +27,22 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def served_bento(home: Path, env: dict[str, str] | None = None, timeout: float = 180) -> Iterator[str]:
-    """`bentoml serve service:Gateway` on a free port; yields the base URL once /readyz is 200.
+def served_bento(
+    home: Path,
+    env: dict[str, str] | None = None,
+    timeout: float = 180,
+    store: Path | None = None,
+    target: str = "service:Gateway",
+) -> Iterator[str]:
+    """`bentoml serve <target>` on a free port; yields the base URL once /readyz is 200.
+
+    ``target`` is the service (default) or a built Bento's tag.
 
     Each server gets its own BENTOML_HOME (with the project's model store linked
-    in): every `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir at
+    in, or ``store``): every `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir at
     start, which would reset the metrics of any other server sharing the home.
     """
-    store = Path(os.environ["BENTOML_HOME"]) / "models"
+    store = store or Path(os.environ["BENTOML_HOME"]) / "models"
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "models").exists():
         (home / "models").symlink_to(store, target_is_directory=True)
@@ -44,7 +52,7 @@ def served_bento(home: Path, env: dict[str, str] | None = None, timeout: float =
     server_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve sets its own
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", "service:Gateway", "--port", str(port),
+            [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port),
              "--host", "127.0.0.1"],
             cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
@@ -148,3 +156,34 @@ def bad_uploads(max_bytes: int, max_pixels: int, photo_bytes: bytes) -> list[tup
         ("body-over-limit", {"files": {"image": ("big.jpg", photo_bytes + b"\0" * max_bytes, "image/jpeg")}}, 413, "upload_too_large"),
         ("pixel-bomb", {"files": {"image": ("bomb.png", pixel_bomb_png(side, side), "image/png")}}, 413, "image_too_large"),
     ]
+
+
+@contextlib.contextmanager
+def gcs_emulator(data_dir: Path) -> Iterator[str]:
+    """The gcp-storage-emulator on a free port, storing objects on disk under ``data_dir``.
+
+    On disk rather than in memory so that tests can corrupt an object's bytes
+    behind the emulator's back, as bit rot would, while its metadata keeps the
+    original checksums.
+    """
+    port = free_port()
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host", "127.0.0.1",
+         "--port", str(port), "--quiet"],
+        cwd=data_dir, env={**os.environ, "STORAGE_BASE": str(data_dir)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(f"{url}/storage/v1/b", timeout=1)
+                break
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the GCS emulator did not start")
+            time.sleep(0.2)
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=10)

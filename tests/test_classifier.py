@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from tests import helpers
-from tikka.classifier import ImageClassifier, select_device, top_k_labels
+from tikka.classifier import (
+    ImageClassifier,
+    checkpoint_config,
+    config_labels,
+    select_device,
+    top_k_labels,
+)
 from tikka.food_labels import FOOD_CLASSES
 from tikka.imaging import ImagePreprocessor, decode_upload
 
@@ -52,7 +58,7 @@ def test_store_model_serves_exactly_the_allow_list(classifier, default_model):
     expected = [FOOD_CLASSES[i] for i in sorted(FOOD_CLASSES)]
     assert classifier.labels == expected
     assert default_model.info.metadata["labels"] == expected
-    assert ImageClassifier.labels_of(default_model.path) == expected
+    assert config_labels(checkpoint_config(default_model.path)) == expected
 
 
 @pytest.mark.parametrize(

@@ -30,6 +30,13 @@ def config_labels(config) -> list[str]:
     return [config.id2label[i] for i in range(len(config.id2label))]
 
 
+def checkpoint_config(model_path: str | Path):
+    """The checkpoint's config alone, without loading weights (for the gateway)."""
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(str(model_path))
+
+
 class ImageClassifier:
     """An ``AutoModelForImageClassification`` checkpoint, loaded once, frozen."""
 
@@ -40,16 +47,29 @@ class ImageClassifier:
         self.model = AutoModelForImageClassification.from_pretrained(str(model_path))
         self.model.eval().requires_grad_(False).to(self.device)
         self.labels = config_labels(self.model.config)
+        self.explain_model = self._load_explain_model(model_path)
         logger.info(
             "loaded %s (%d classes) on %s", type(self.model).__name__, len(self.labels), self.device
         )
 
-    @staticmethod
-    def labels_of(model_path: str | Path) -> list[str]:
-        """The labels without loading the weights (for the gateway)."""
-        from transformers import AutoConfig
+    def _load_explain_model(self, model_path: str | Path):
+        """The model explanations run on.
 
-        return config_labels(AutoConfig.from_pretrained(str(model_path)))
+        Only eager attention returns attention weights, and switching the shared
+        model's implementation per request would race with /predict. So
+        transformers get a second, eager copy, set once at load (memory: one
+        more copy of the weights); Grad-CAM needs no attentions and shares the model.
+        """
+        from transformers import AutoModelForImageClassification
+
+        from tikka.explain import explain_method
+
+        if explain_method(self.model.config) != "attention-rollout":
+            return self.model
+        eager = AutoModelForImageClassification.from_pretrained(
+            str(model_path), attn_implementation="eager"
+        )
+        return eager.eval().requires_grad_(False).to(self.device)
 
     def predict_proba(self, pixel_values: np.ndarray) -> np.ndarray:
         """(N, 3, H, W) float32 -> (N, num_classes) softmax probabilities."""

@@ -20,3 +20,8 @@ class ClassifierBusy(ServiceError):
 class ClassifierTimeout(ServiceError):
     status_code = 504
     error = "classifier_timeout"
+
+
+class ExplanationUnavailable(ServiceError):
+    status_code = 501
+    error = "explanation_unavailable"

@@ -1,9 +1,27 @@
-"""Where the model looked: Grad-CAM for CNNs, rendered as a heatmap over the upload."""
+"""Where the model looked: Grad-CAM for CNNs, attention rollout for vision transformers.
+
+Attention rollout (Abnar & Zuidema, 2020), as done here:
+
+- head fusion: the mean over heads of each layer's attention matrix;
+- residual: each layer's fused matrix is mixed half and half with the identity,
+  ``0.5 * A + 0.5 * I`` (the skip connection carries the token itself), then
+  rows are renormalised to sum to 1;
+- the layers' matrices are multiplied from the first layer to the last.
+
+The map is then read out the way the classifier reads its tokens: ViT
+classifies from the CLS token, so its map is the CLS row over the patch tokens
+(CLS itself dropped); SigLIP's classifier mean-pools every token (there is no
+CLS), so its map is the mean of all rows. The token grid always comes from the
+config (``image_size // patch_size``); a token count that does not match it is
+an error, never a guess.
+"""
 
 from __future__ import annotations
 
 import io
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -34,12 +52,108 @@ class UnsupportedModelError(Exception):
     """The checkpoint has no explanation method here."""
 
 
+@dataclass(frozen=True)
+class TokenLayout:
+    """How a vision transformer lays out its tokens, and how its classifier reads them."""
+
+    grid: tuple[int, int]
+    prefix_tokens: int  # special tokens before the patches (CLS, distillation)
+    readout: Literal["cls", "mean"]
+
+    @property
+    def num_tokens(self) -> int:
+        return self.prefix_tokens + self.grid[0] * self.grid[1]
+
+
+# model_type -> (prefix tokens, readout). Families are listed, not inferred.
+ATTENTION_FAMILIES: dict[str, tuple[int, Literal["cls", "mean"]]] = {
+    "vit": (1, "cls"),
+    "deit": (2, "cls"),
+    "siglip": (0, "mean"),
+}
+
+
+def explain_method(config) -> str | None:
+    """'grad-cam', 'attention-rollout', or None when this model cannot be explained here."""
+    if getattr(config, "model_type", None) == "timm_wrapper":
+        return "grad-cam"
+    if getattr(config, "model_type", None) in ATTENTION_FAMILIES:
+        return "attention-rollout"
+    return None
+
+
+def token_layout(config) -> TokenLayout:
+    prefix, readout = ATTENTION_FAMILIES[config.model_type]
+    vision = getattr(config, "vision_config", config)
+    image_h, image_w = _pair(vision.image_size)
+    patch_h, patch_w = _pair(vision.patch_size)
+    return TokenLayout((image_h // patch_h, image_w // patch_w), prefix, readout)
+
+
+def _pair(value) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
 def explain(model, pixel_values: torch.Tensor) -> Explanation:
-    """Explain the top-1 class of a single image (1, 3, H, W) for any supported model."""
-    timm_model = getattr(model, "timm_model", None)
-    if timm_model is not None and hasattr(timm_model, "forward_features"):
-        return grad_cam(timm_model, pixel_values)
+    """Explain the top-1 class of one image (1, 3, H, W).
+
+    For transformers, ``model`` must use eager attention (only it returns
+    attention weights): the classifier keeps a separate eager copy for this.
+    """
+    method = explain_method(model.config)
+    if method == "grad-cam":
+        return grad_cam(model.timm_model, pixel_values)
+    if method == "attention-rollout":
+        return explain_with_attention(model, pixel_values)
     raise UnsupportedModelError(f"no explanation method for {type(model).__name__}")
+
+
+def explain_with_attention(model, pixel_values: torch.Tensor) -> Explanation:
+    layout = token_layout(model.config)
+    with torch.inference_mode():
+        outputs = model(pixel_values=pixel_values, output_attentions=True)
+    if not outputs.attentions:
+        raise UnsupportedModelError("the model returned no attentions (is attention eager?)")
+    attentions = [layer[0].float() for layer in outputs.attentions]
+    tokens = attentions[0].shape[-1]
+    if tokens != layout.num_tokens:
+        raise UnsupportedModelError(
+            f"{tokens} tokens, but the config implies {layout.num_tokens}"
+            f" ({layout.prefix_tokens} + {layout.grid[0]}x{layout.grid[1]})"
+        )
+    probabilities = outputs.logits[0].float().softmax(dim=-1)
+    class_index = int(probabilities.argmax())
+    heatmap = rollout_heatmap(attention_rollout(attentions), layout)
+    return Explanation(
+        heatmap=normalise(heatmap),
+        class_index=class_index,
+        confidence=float(probabilities[class_index]),
+        method="attention-rollout",
+        num_layers=len(attentions),
+        num_heads=attentions[0].shape[0],
+    )
+
+
+def attention_rollout(attentions: Sequence[torch.Tensor], residual: float = 0.5) -> torch.Tensor:
+    """Per-layer (heads, tokens, tokens) attentions -> (tokens, tokens) rollout."""
+    tokens = attentions[0].shape[-1]
+    identity = torch.eye(tokens, dtype=torch.float64)
+    rollout = identity.clone()
+    for layer in attentions:
+        fused = layer.double().mean(dim=0)
+        mixed = residual * identity + (1 - residual) * fused
+        mixed = mixed / mixed.sum(dim=-1, keepdim=True)
+        rollout = mixed @ rollout
+    return rollout
+
+
+def rollout_heatmap(rollout: torch.Tensor, layout: TokenLayout) -> np.ndarray:
+    patches = slice(layout.prefix_tokens, layout.num_tokens)
+    if layout.readout == "cls":
+        relevance = rollout[0, patches]
+    else:
+        relevance = rollout[patches, patches].mean(dim=0)
+    return relevance.reshape(layout.grid).numpy()
 
 
 def grad_cam(timm_model, pixel_values: torch.Tensor) -> Explanation:

@@ -23,10 +23,15 @@ from starlette.middleware.cors import CORSMiddleware
 
 from tikka import metrics
 from tikka.api import JSONErrorBodies, api_app, error_response
-from tikka.classifier import ImageClassifier, top_k_labels
+from tikka.classifier import ImageClassifier, checkpoint_config, config_labels, top_k_labels
 from tikka.explain import explain as explain_image
-from tikka.explain import render_overlay
-from tikka.errors import ClassifierBusy, ClassifierTimeout, ServiceError
+from tikka.explain import explain_method, render_overlay
+from tikka.errors import (
+    ClassifierBusy,
+    ClassifierTimeout,
+    ExplanationUnavailable,
+    ServiceError,
+)
 from tikka.imaging import ImagePreprocessor, decode_upload
 from tikka.schemas import ExplanationResponse, PredictionResponse, RawExplanation
 from tikka.settings import get_settings
@@ -79,7 +84,7 @@ class Classifier:
 
         started = time.perf_counter()
         batch = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
-        result = explain_image(self.classifier.model, batch.to(self.classifier.device))
+        result = explain_image(self.classifier.explain_model, batch.to(self.classifier.device))
         metrics.INFERENCE_SECONDS.labels(method="explain").observe(time.perf_counter() - started)
         return RawExplanation(
             heatmap=result.heatmap.tolist(),
@@ -104,7 +109,9 @@ class Gateway:
 
     def __init__(self) -> None:
         self.preprocessor = ImagePreprocessor(self.model_ref.path)
-        self.labels = ImageClassifier.labels_of(self.model_ref.path)
+        config = checkpoint_config(self.model_ref.path)
+        self.labels = config_labels(config)
+        self.explain_method = explain_method(config)
         self.model_tag = str(self.model_ref.tag)
         api_app.state.model_tag = self.model_tag
 
@@ -143,6 +150,11 @@ class Gateway:
     ) -> ExplanationResponse:
         """Where the model looked: Grad-CAM for CNNs, attention rollout for transformers."""
         try:
+            if self.explain_method is None:
+                raise ExplanationUnavailable(
+                    f"{self.model_tag} is neither a timm CNN nor a supported vision transformer"
+                    " (ViT, DeiT, SigLIP); /predict still works"
+                )
             decoded, pixel_values = await self._decode(image)
             async with classifier_errors():
                 raw = await self.classifier.to_async.explain(pixel_values[None])

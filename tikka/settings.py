@@ -6,6 +6,7 @@ Environment variables use the ``TIKKA_`` prefix (``TIKKA_MODEL_TAG``,
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Literal
 
@@ -27,6 +28,11 @@ class Settings(BaseSettings):
         "auto", description="Torch device; auto picks CUDA, then MPS, then CPU."
     )
     top_k: int = Field(5, ge=1, le=100)
+
+    # Where models/download_model.py finds the production model (not read by the service).
+    gcs_bucket: str = "tikkamasalai-models"
+    gcs_prefix: str = "food-101-93m"
+    gcs_model_name: str = "food101-siglip"
 
     # Adaptive batching, chosen from benchmarks/reports/batch_latency.md (2-core
     # CPU): throughput peaks at 4-8 images per batch (1.2x batch 1) and falls at
@@ -62,4 +68,12 @@ class Settings(BaseSettings):
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
-    return Settings()
+    """Environment first; then the Bento's build arguments (`bentoml build --arg
+    model_tag=...`), so a built Bento serves the model it was built with."""
+    import bentoml
+
+    arguments = vars(bentoml.use_arguments())
+    overrides = {}
+    if "model_tag" in arguments and "TIKKA_MODEL_TAG" not in os.environ:
+        overrides["model_tag"] = arguments["model_tag"]
+    return Settings(**overrides)
