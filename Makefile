@@ -1,11 +1,15 @@
 # Two commands on a fresh clone with Python 3.11 and make:
-#   make serve   set up .venv, import the embedded default model, serve the Bento on :3000
+#   make serve   set up .venv, import the embedded default model, start the LLM sidecar
+#                on :11434 and serve the Bento on :3000
 #   make test    set up .venv and the model store, run the whole test suite
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 3000
+SIDECAR_PORT ?= 11434
+SIDECAR_THREADS ?= 2
+export OLLAMA_HOST ?= http://127.0.0.1:$(SIDECAR_PORT)
 PYTEST_ARGS ?=
 
 # A project-local model store and runtime config, so nothing leaks into ~/bentoml.
@@ -13,14 +17,15 @@ export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_CONFIG ?= $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: setup model serve test test-fast bench build lock clean
+.PHONY: setup model serve sidecar test test-fast bench build lock clean
 
-$(BIN)/.installed: requirements.txt requirements-models.txt requirements-dev.txt constraints.txt pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
 		|| { echo "Python 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
-	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[models,dev]'
+	@echo "Installing; llama-cpp-python compiles llama.cpp the first time (several minutes)."
+	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[models,sidecar,dev]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -28,8 +33,14 @@ setup: $(BIN)/.installed
 model: setup
 	$(BIN)/python models/import_default_model.py
 
+# The sidecar runs beside the Bento and stops with it (Ctrl-C stops both).
 serve: model
+	$(BIN)/python -m sidecar --port $(SIDECAR_PORT) --threads $(SIDECAR_THREADS) & \
+	sidecar=$$!; trap 'kill $$sidecar 2>/dev/null' EXIT INT TERM; \
 	$(BIN)/bentoml serve service:Gateway --port $(PORT)
+
+sidecar: setup
+	$(BIN)/python -m sidecar --port $(SIDECAR_PORT) --threads $(SIDECAR_THREADS)
 
 test: model
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

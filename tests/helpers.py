@@ -187,3 +187,66 @@ def gcs_emulator(data_dir: Path) -> Iterator[str]:
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=10)
+
+
+class SidecarProcess:
+    """The real embedded sidecar (`python -m sidecar`), startable and killable on a fixed port."""
+
+    def __init__(self, port: int | None = None, model_name: str | None = None):
+        self.port = port or free_port()
+        self.model_name = model_name
+        self.process: subprocess.Popen | None = None
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 120) -> SidecarProcess:
+        args = [sys.executable, "-m", "sidecar", "--port", str(self.port), "--threads", "1",
+                "--context-size", "1024"]
+        if self.model_name:
+            args += ["--model-name", self.model_name]
+        self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"the sidecar exited with {self.process.returncode}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(self.url, timeout=1).text == "Ollama is running":
+                    return self
+            time.sleep(0.2)
+        raise TimeoutError("the sidecar did not start")
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, sig)
+            self.process.wait(timeout=30)
+        self.process = None
+
+
+class HungServer:
+    """Accepts TCP connections on a port and never answers: a sidecar stuck mid-request."""
+
+    def __init__(self, port: int):
+        self.port = port
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.connections: list[socket.socket] = []
+
+    def __enter__(self) -> HungServer:
+        import threading
+
+        self.sock.bind(("127.0.0.1", self.port))
+        self.sock.listen(64)
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):
+                while True:
+                    connection, _ = self.sock.accept()
+                    self.connections.append(connection)
+
+        threading.Thread(target=accept, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for connection in self.connections:
+            connection.close()
+        self.sock.close()

@@ -12,7 +12,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tikka.schemas import ErrorResponse, HealthResponse
+from tikka.schemas import ErrorResponse, HealthResponse, LLMHealthResponse
 
 SERVICE_NAME = "TikkaMasalAI"
 
@@ -27,12 +27,13 @@ def error_response(
     )
 
 
-def normalise_error_body(status: int, body: bytes) -> bytes:
-    """Any error body -> ``{"detail": str, "error": str}``.
+def normalise_error_body(status: int, body: bytes) -> tuple[int, bytes]:
+    """Any error answer -> (status, ``{"detail": str, "error": str}``).
 
     BentoML answers some errors in other shapes: plain text for unknown routes
-    and wrong methods, a JSON array for 4xx (an open upstream bug), a list of
-    pydantic errors under ``detail``, a generic message for 5xx.
+    and wrong methods, a JSON array for 4xx (an open upstream bug), a generic
+    message for 5xx, and request validation failures as 400 with a list of
+    pydantic errors, which become 422 ``invalid_request`` naming each field.
     """
     try:
         payload = json.loads(body) if body else None
@@ -40,19 +41,27 @@ def normalise_error_body(status: int, body: bytes) -> bytes:
         payload = body.decode("utf-8", "replace").strip()
     if isinstance(payload, dict) and isinstance(payload.get("detail"), str):
         if isinstance(payload.get("error"), str):
-            return body
-        return json.dumps({**payload, "error": f"http_{status}"}).encode()
+            return status, body
+        return status, json.dumps({**payload, "error": f"http_{status}"}).encode()
     if isinstance(payload, list) and len(payload) == 1 and isinstance(payload[0], dict):
         payload = payload[0]
-    if isinstance(payload, dict):
-        parts = [str(payload.get("error") or "")]
-        if payload.get("detail"):
-            parts.append(json.dumps(payload["detail"], default=str))
-        detail = ": ".join(p for p in parts if p)
+    error = f"http_{status}"
+    if isinstance(payload, dict) and isinstance(payload.get("detail"), list):
+        status, error = 422, "invalid_request"
+        detail = "; ".join(validation_message(item) for item in payload["detail"])
+    elif isinstance(payload, dict):
+        detail = str(payload.get("error") or "")
     else:
         detail = str(payload or "")
     detail = detail or HTTPStatus(status).phrase
-    return json.dumps({"detail": detail, "error": f"http_{status}"}).encode()
+    return status, json.dumps({"detail": detail, "error": error}).encode()
+
+
+def validation_message(item) -> str:
+    if not isinstance(item, dict):
+        return str(item)
+    where = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
+    return f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", item))
 
 
 class JSONErrorBodies:
@@ -82,11 +91,11 @@ class JSONErrorBodies:
             chunks.append(message.get("body", b""))
             if message.get("more_body", False):
                 return
-            body = normalise_error_body(error_start["status"], b"".join(chunks))
+            status, body = normalise_error_body(error_start["status"], b"".join(chunks))
             headers = MutableHeaders(raw=list(error_start.get("headers", [])))
             headers["content-type"] = "application/json"
             headers["content-length"] = str(len(body))
-            await send({**error_start, "headers": headers.raw})
+            await send({**error_start, "status": status, "headers": headers.raw})
             await send({"type": "http.response.body", "body": body})
 
         await self.app(scope, receive, send_json_errors)
@@ -108,7 +117,7 @@ async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
 
 @api_app.exception_handler(RequestValidationError)
 async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
-    return error_response(422, "invalid_request", str(exc.errors()))
+    return error_response(422, "invalid_request", "; ".join(map(validation_message, exc.errors())))
 
 
 @api_app.get("/", summary="Status banner")
@@ -125,3 +134,13 @@ async def banner(request: Request) -> dict[str, str]:
 @api_app.get("/health", summary="Process liveness", response_model=HealthResponse)
 async def health() -> HealthResponse:
     return HealthResponse(status="ok")
+
+
+@api_app.get("/llm/health", summary="LLM sidecar status", response_model=LLMHealthResponse)
+async def llm_health() -> LLMHealthResponse:
+    """Always 200 within ~2 s: the Bento is fine; the body says how the LLM is."""
+    from dataclasses import asdict
+
+    from tikka.llm import get_llm_client
+
+    return LLMHealthResponse(**asdict(await get_llm_client().health()))

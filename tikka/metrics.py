@@ -22,3 +22,9 @@ DECODE_SECONDS = Histogram(
     "Upload validation and decoding time per image, before preprocessing.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+LLM_SECONDS = Histogram(
+    "tikka_llm_seconds",
+    "LLM call time (to the last token when streaming), by task and outcome.",
+    labelnames=["task", "outcome"],
+    buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0),
+)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
+
+from tikka.settings import get_settings
+
+_settings = get_settings()
 
 
 class PredictionResponse(BaseModel):
@@ -61,3 +67,52 @@ class ErrorResponse(BaseModel):
 
 class HealthResponse(BaseModel):
     status: str = Field(examples=["ok"])
+
+
+class GenerationOptions(BaseModel):
+    temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
+    max_tokens: int = Field(500, ge=1, le=4096, description="Most tokens to generate.")
+    stream: bool = Field(
+        False,
+        description=(
+            "Stream NDJSON (application/x-ndjson): one {\"response\": str, \"done\": false}"
+            " object per line as tokens come, then a final line with the statistics"
+            " (done: true), or an {\"error\", \"done\": true, \"done_reason\": \"error\"} line."
+        ),
+    )
+
+
+class GenerateRequest(GenerationOptions):
+    prompt: str = Field(
+        min_length=1,
+        max_length=_settings.llm_max_prompt_chars,
+        description="Text to continue or answer.",
+        examples=["Here is a simple recipe for guacamole.\n\nIngredients:\n-"],
+    )
+
+
+class DishRequest(GenerationOptions):
+    dish: str = Field(
+        min_length=1,
+        max_length=64,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9 _'-]*$",
+        description="A dish label as /predict returns it, or its human name.",
+        examples=["huevos_rancheros"],
+    )
+    task: Literal["recipe", "nutrition", "origin"] = Field(examples=["recipe"])
+
+
+class GenerateResponse(BaseModel):
+    response: str = Field(description="The generated text (for /llm/dish, including the begun answer).")
+    model: str = Field(examples=["gemma3:270m"])
+    done: bool
+    done_reason: str = Field(examples=["stop", "length"])
+    eval_count: int = Field(description="Tokens generated.")
+    duration_ms: float = Field(description="Wall time of the LLM call, as the gateway measured it.")
+
+
+class LLMHealthResponse(BaseModel):
+    status: Literal["healthy", "unavailable", "model_missing"]
+    ollama_url: str
+    available_models: list[str]
+    configured_model: str

@@ -20,6 +20,7 @@ import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
 from starlette.middleware.cors import CORSMiddleware
+from starlette.responses import StreamingResponse
 
 from tikka import metrics
 from tikka.api import JSONErrorBodies, api_app, error_response
@@ -33,7 +34,15 @@ from tikka.errors import (
     ServiceError,
 )
 from tikka.imaging import ImagePreprocessor, decode_upload
-from tikka.schemas import ExplanationResponse, PredictionResponse, RawExplanation
+from tikka.llm import InvalidPrompt, Task, complete, dish_prompt, get_llm_client, stream_ndjson
+from tikka.schemas import (
+    DishRequest,
+    ExplanationResponse,
+    GenerateRequest,
+    GenerateResponse,
+    PredictionResponse,
+    RawExplanation,
+)
 from tikka.settings import get_settings
 from tikka.upload_guard import UploadGuard, upload_info
 
@@ -174,6 +183,37 @@ class Gateway:
             method=raw.method,
             model=self.model_tag,
         )
+
+    @bentoml.api(route="/llm/generate", input_spec=GenerateRequest)
+    async def llm_generate(
+        self, prompt: str, temperature: float, max_tokens: int, stream: bool, ctx: bentoml.Context
+    ) -> GenerateResponse:
+        """Generate text with the LLM sidecar (Ollama). `stream: true` streams NDJSON."""
+        if not prompt.strip():
+            return reject(ctx, InvalidPrompt("the prompt is empty"))
+        return await run_generation(ctx, prompt, "", temperature, max_tokens, stream, "generate")
+
+    @bentoml.api(route="/llm/dish", input_spec=DishRequest)
+    async def llm_dish(
+        self, dish: str, task: Task, temperature: float, max_tokens: int, stream: bool,
+        ctx: bentoml.Context,
+    ) -> GenerateResponse:
+        """A recipe, nutrition facts or the origin of a dish, from a completion-style template."""
+        prompt, answer_start = dish_prompt(dish, task)
+        return await run_generation(ctx, prompt, answer_start, temperature, max_tokens, stream, task)
+
+
+async def run_generation(ctx, prompt, answer_start, temperature, max_tokens, stream, task):
+    """Async all the way to the sidecar: an LLM that is slow or down never holds a
+    worker thread, so /predict keeps its speed."""
+    llm = get_llm_client()
+    try:
+        if not stream:
+            return await complete(llm, prompt, answer_start, temperature, max_tokens, task)
+        lines = await stream_ndjson(llm, prompt, answer_start, temperature, max_tokens, task)
+    except ServiceError as exc:
+        return reject(ctx, exc)
+    return StreamingResponse(lines, media_type="application/x-ndjson")
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ import os
 from functools import lru_cache
 from typing import Literal
 
-from pydantic import Field
+from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_NAME = "food-classifier"
@@ -52,6 +52,18 @@ class Settings(BaseSettings):
             " twice the model's resize size: ~5x faster decode, probabilities move by <1e-3."
         ),
     )
+
+    # LLM sidecar (real Ollama in production, sidecar/ everywhere else)
+    ollama_host: str = Field(
+        "http://127.0.0.1:11434",
+        validation_alias=AliasChoices("TIKKA_OLLAMA_HOST", "OLLAMA_HOST"),
+        description="Where Ollama (or the embedded sidecar) listens; OLLAMA_HOST as Ollama spells it.",
+    )
+    ollama_model: str = "gemma3:270m"
+    llm_connect_timeout_s: float = Field(2.0, gt=0)
+    llm_read_timeout_s: float = Field(60.0, gt=0, description="Longest wait for the next bytes.")
+    llm_health_timeout_s: float = Field(1.5, gt=0, le=2.0)
+    llm_max_prompt_chars: int = Field(4000, ge=1)
 
     # HTTP
     cors_origins: list[str] = Field(

@@ -1,0 +1,247 @@
+"""The LLM helpers: the official async `ollama` client with explicit timeouts, and prompt templates.
+
+The Bento talks to Ollama only through ``ollama.AsyncClient`` (never blocking a
+worker), and cannot tell the real Ollama from the embedded sidecar. Every
+failure becomes a typed ServiceError with the status a client should see.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Literal
+
+import httpx
+import ollama
+
+from tikka import metrics
+from tikka.errors import ServiceError
+from tikka.schemas import GenerateResponse
+from tikka.settings import Settings, get_settings
+
+Task = Literal["recipe", "nutrition", "origin"]
+
+
+class LLMUnavailable(ServiceError):
+    status_code = 503
+    error = "llm_unavailable"
+    headers = {"Retry-After": "5"}
+
+
+class LLMModelMissing(ServiceError):
+    status_code = 503
+    error = "llm_model_missing"
+
+
+class LLMTimeout(ServiceError):
+    status_code = 504
+    error = "llm_timeout"
+
+
+class LLMFailed(ServiceError):
+    status_code = 502
+    error = "llm_error"
+
+
+class InvalidPrompt(ServiceError):
+    status_code = 422
+    error = "invalid_prompt"
+
+
+# Completion-style: each template ends with the answer already begun, so a base
+# (not instruction-tuned) model continues it sensibly, and an instruction-tuned
+# one reads it as a clear request. The begun answer is part of the response.
+TEMPLATES: dict[str, tuple[str, str]] = {
+    "recipe": (
+        "Dish: {name}\nTask: a simple home recipe for {name}, with ingredients and steps.\n\n",
+        "Here is a simple recipe for {name}.\n\nIngredients:\n-",
+    ),
+    "nutrition": (
+        "Dish: {name}\nTask: the approximate nutrition facts of one serving of {name}.\n\n",
+        "Approximate nutrition facts for one serving of {name}:\n\n- Calories:",
+    ),
+    "origin": (
+        "Dish: {name}\nTask: where {name} comes from, and its history.\n\n",
+        "The origin of {name}:\n\n{name} comes from",
+    ),
+}
+
+
+def humanize_label(label: str) -> str:
+    """'huevos_rancheros' -> 'Huevos Rancheros'."""
+    return " ".join(word.capitalize() for word in label.replace("-", "_").split("_") if word)
+
+
+def dish_prompt(dish: str, task: Task) -> tuple[str, str]:
+    """(full prompt, the begun answer that the prompt ends with)."""
+    instruction, answer_start = TEMPLATES[task]
+    name = humanize_label(dish)
+    start = answer_start.format(name=name)
+    return instruction.format(name=name) + start, start
+
+
+@dataclass(frozen=True)
+class LLMHealth:
+    status: Literal["healthy", "unavailable", "model_missing"]
+    ollama_url: str
+    available_models: list[str]
+    configured_model: str
+
+
+def same_model(a: str, b: str) -> bool:
+    """Ollama treats 'gemma3' and 'gemma3:latest' as one name."""
+    def canonical(name: str) -> str:
+        return name if ":" in name else f"{name}:latest"
+
+    return canonical(a) == canonical(b)
+
+
+class LLMClient:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.model = settings.ollama_model
+        timeout = httpx.Timeout(settings.llm_read_timeout_s, connect=settings.llm_connect_timeout_s)
+        self.client = ollama.AsyncClient(host=settings.ollama_host, timeout=timeout)
+        self.url = str(self.client._client.base_url).rstrip("/")  # as the client resolved OLLAMA_HOST
+
+    @contextlib.asynccontextmanager
+    async def errors(self):
+        """Every way a call to Ollama can fail -> a ServiceError that says what to do."""
+        try:
+            yield
+        except ollama.ResponseError as exc:
+            if exc.status_code == 404:
+                raise LLMModelMissing(
+                    f"the model {self.model!r} is not available on {self.url}: run"
+                    f" `ollama pull {self.model}` there (or set TIKKA_OLLAMA_MODEL)"
+                ) from None
+            raise LLMFailed(f"the LLM answered with an error: {exc.error}") from None
+        except httpx.TimeoutException as exc:
+            if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
+                raise self.unavailable() from None
+            raise LLMTimeout(
+                f"the LLM at {self.url} sent nothing for {self.settings.llm_read_timeout_s:g} s;"
+                " retry with a shorter answer (max_tokens) or later"
+            ) from None
+        except (ConnectionError, httpx.TransportError):
+            # ollama raises the built-in ConnectionError for refused connections;
+            # httpx errors arrive raw from streams and from a sidecar that died mid-answer.
+            raise self.unavailable() from None
+
+    def unavailable(self) -> LLMUnavailable:
+        return LLMUnavailable(
+            f"the LLM sidecar at {self.url} is not reachable: start it (`make sidecar`, or the"
+            " ollama container) or point OLLAMA_HOST at it"
+        )
+
+    def options(self, temperature: float, max_tokens: int) -> dict[str, Any]:
+        return {"temperature": temperature, "num_predict": max_tokens}
+
+    async def generate(self, prompt: str, temperature: float, max_tokens: int) -> ollama.GenerateResponse:
+        async with self.errors():
+            return await self.client.generate(
+                model=self.model, prompt=prompt, options=self.options(temperature, max_tokens), stream=False
+            )
+
+    async def stream(self, prompt: str, temperature: float, max_tokens: int) -> AsyncIterator[ollama.GenerateResponse]:
+        """Chunks as they come. The first one is awaited here, so that failures before
+        any output (sidecar down, model missing) raise now and become a status code."""
+        async with self.errors():
+            chunks = await self.client.generate(
+                model=self.model, prompt=prompt, options=self.options(temperature, max_tokens), stream=True
+            )
+            first = await anext(chunks)
+
+        async def rest() -> AsyncIterator[ollama.GenerateResponse]:
+            yield first
+            async with self.errors():
+                async for chunk in chunks:
+                    yield chunk
+
+        return rest()
+
+    async def health(self) -> LLMHealth:
+        """Answers within llm_health_timeout_s whatever the sidecar does."""
+        try:
+            listed = await asyncio.wait_for(self.client.list(), timeout=self.settings.llm_health_timeout_s)
+        except Exception:  # refused, hung, garbage: all mean "unavailable" here
+            return LLMHealth("unavailable", self.url, [], self.model)
+        names = [m.model for m in listed.models if m.model]
+        status = "healthy" if any(same_model(n, self.model) for n in names) else "model_missing"
+        return LLMHealth(status, self.url, names, self.model)
+
+
+async def complete(
+    llm: LLMClient, prompt: str, answer_start: str, temperature: float, max_tokens: int, task: str
+) -> GenerateResponse:
+    """One non-streaming generation, timed and counted."""
+    started = time.perf_counter()
+    try:
+        result = await llm.generate(prompt, temperature, max_tokens)
+    except ServiceError as exc:
+        observe(task, exc.error, started)
+        raise
+    observe(task, "ok", started)
+    return GenerateResponse(
+        response=answer_start + (result.response or ""),
+        model=result.model or llm.model,
+        done=bool(result.done),
+        done_reason=result.done_reason or "stop",
+        eval_count=result.eval_count or 0,
+        duration_ms=round((time.perf_counter() - started) * 1000, 1),
+    )
+
+
+async def stream_ndjson(
+    llm: LLMClient, prompt: str, answer_start: str, temperature: float, max_tokens: int, task: str
+) -> AsyncIterator[bytes]:
+    """Open a streaming generation (raising a ServiceError if it cannot start), then
+    yield NDJSON lines: the tokens, a final statistics line, or an error line."""
+    started = time.perf_counter()
+    try:
+        chunks = await llm.stream(prompt, temperature, max_tokens)
+    except ServiceError as exc:
+        observe(task, exc.error, started)
+        raise
+
+    def line(record: dict[str, Any]) -> bytes:
+        return json.dumps(record).encode() + b"\n"
+
+    async def lines() -> AsyncIterator[bytes]:
+        if answer_start:
+            yield line({"response": answer_start, "done": False})
+        try:
+            async for chunk in chunks:
+                if chunk.response:
+                    yield line({"response": chunk.response, "done": False})
+                if chunk.done:
+                    observe(task, "ok", started)
+                    yield line({
+                        "response": "",
+                        "model": chunk.model or llm.model,
+                        "done": True,
+                        "done_reason": chunk.done_reason or "stop",
+                        "eval_count": chunk.eval_count or 0,
+                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                    })
+                    return
+            raise LLMFailed("the LLM stream ended without a final record")
+        except ServiceError as exc:
+            observe(task, exc.error, started)
+            yield line({"error": str(exc), "error_code": exc.error, "done": True, "done_reason": "error"})
+
+    return lines()
+
+
+def observe(task: str, outcome: str, started: float) -> None:
+    metrics.LLM_SECONDS.labels(task=task, outcome=outcome).observe(time.perf_counter() - started)
+
+
+@lru_cache(maxsize=1)
+def get_llm_client() -> LLMClient:
+    return LLMClient(get_settings())
