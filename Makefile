@@ -1,7 +1,8 @@
 # Two commands on a fresh clone with Python 3.11 and make:
 #   make serve   set up .venv, import the embedded default model, start the LLM sidecar
 #                on :11434 and serve the Bento on :3000
-#   make test    set up .venv and the model store, run the whole test suite
+#   make test    set up .venv, the model store and Chromium, run the whole test suite
+#   make stack   the whole local stack: sidecar :11434, Bento :3000, Streamlit :8501
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
@@ -9,6 +10,8 @@ BIN := $(VENV)/bin
 PORT ?= 3000
 SIDECAR_PORT ?= 11434
 SIDECAR_THREADS ?= 2
+FRONTEND_PORT ?= 8501
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export OLLAMA_HOST ?= http://127.0.0.1:$(SIDECAR_PORT)
 PYTEST_ARGS ?=
 
@@ -17,15 +20,15 @@ export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_CONFIG ?= $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: setup model serve sidecar test test-fast bench build lock clean
+.PHONY: setup model serve sidecar stack frontend browser screenshots test test-fast bench build lock clean
 
-$(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar.txt requirements-dev.txt constraints.txt pyproject.toml
+$(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar.txt requirements-frontend.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
 		|| { echo "Python 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 	@echo "Installing; llama-cpp-python compiles llama.cpp the first time (several minutes)."
-	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[models,sidecar,dev]'
+	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[models,sidecar,frontend,dev]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -42,7 +45,27 @@ serve: model
 sidecar: setup
 	$(BIN)/python -m sidecar --port $(SIDECAR_PORT) --threads $(SIDECAR_THREADS)
 
-test: model
+# Everything, locally: sidecar, Bento, and the Streamlit app on :8501 (Ctrl-C stops all).
+stack: model
+	$(BIN)/python -m sidecar --port $(SIDECAR_PORT) --threads $(SIDECAR_THREADS) & sidecar=$$!; \
+	$(BIN)/bentoml serve service:Gateway --port $(PORT) & bento=$$!; \
+	trap 'kill $$sidecar $$bento 2>/dev/null' EXIT INT TERM; \
+	cd frontend && TIKKA_API_URL=http://localhost:$(PORT) ../$(BIN)/streamlit run app.py --server.port $(FRONTEND_PORT)
+
+frontend: setup
+	cd frontend && ../$(BIN)/streamlit run app.py --server.port $(FRONTEND_PORT)
+
+# Debian's Chromium for the browser tests (a test tool's own browser download cannot work offline).
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+		echo "Installing Debian's chromium and chromium-driver for the browser tests"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium chromium-driver; }
+
+# Retake docs/screenshots/*.png with the browser tests.
+screenshots: model browser
+	TIKKA_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_browser.py $(PYTEST_ARGS)
+
+test: model browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: model

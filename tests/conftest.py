@@ -21,7 +21,7 @@ import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests.helpers import served_bento  # noqa: E402
+from tests.helpers import SidecarProcess, served_bento  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 
@@ -64,4 +64,20 @@ def bento(default_model, tmp_path_factory):
         "TIKKA_MAX_IMAGE_PIXELS": str(4_000_000),
     }
     with served_bento(tmp_path_factory.mktemp("bento-home"), env) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def sidecar():
+    """The real embedded LLM sidecar (llama.cpp + Gemma 3 270M), 1 thread."""
+    process = SidecarProcess().start()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="session")
+def llm_bento(sidecar, default_model, tmp_path_factory):
+    """A served Bento wired to the sidecar: the whole backend, as the front end sees it."""
+    env = {"OLLAMA_HOST": sidecar.url, "TIKKA_LLM_MAX_PROMPT_CHARS": "2000"}
+    with served_bento(tmp_path_factory.mktemp("llm-bento"), env) as url:
         yield url

@@ -18,6 +18,7 @@ import httpx
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+SESSION_STARTED = time.time()
 
 
 def free_port() -> int:

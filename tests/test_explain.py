@@ -63,16 +63,17 @@ def test_explaining_does_not_change_predictions(model_and_preprocessor, photo):
 def test_overlay_png_keeps_the_upload_proportions(size, expected):
     heatmap = np.random.default_rng(1).random((7, 7)).astype(np.float32)
     image = Image.new("RGB", size, (120, 80, 40))
-    png = render_overlay(image, heatmap, ViewBox(0, 0, *size))
-    decoded = Image.open(io.BytesIO(png))
-    assert decoded.format == "PNG" and decoded.size == expected
+    overlay = render_overlay(image, heatmap, ViewBox(0, 0, *size))
+    for png in (overlay.blended_png, overlay.heatmap_png):
+        decoded = Image.open(io.BytesIO(png))
+        assert decoded.format == "PNG" and decoded.size == expected
 
 
 def test_overlay_places_the_grid_on_the_cropped_region():
     heatmap = np.ones((7, 7), dtype=np.float32)
     image = Image.new("RGB", (640, 400), (0, 0, 0))
-    png = render_overlay(image, heatmap, ViewBox(145, 25, 495, 375))
-    pixels = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=int)
+    overlay = render_overlay(image, heatmap, ViewBox(145, 25, 495, 375))
+    pixels = np.asarray(Image.open(io.BytesIO(overlay.blended_png)).convert("RGB"), dtype=int)
     inside, outside = pixels[200, 320], pixels[200, 20]
     # On black, the blend is 0.45 x jet: dark red for full attention inside the
     # crop, dark blue (zero) outside it, where the model saw nothing.
@@ -83,3 +84,14 @@ def test_overlay_places_the_grid_on_the_cropped_region():
 def test_jet_ramp_endpoints():
     assert tuple(jet(np.array([0.0]))[0]) == (0, 0, 127)
     assert tuple(jet(np.array([1.0]))[0]) == (127, 0, 0)
+
+
+def test_heatmap_alone_is_the_colour_ramp_the_overlay_blends():
+    heatmap = np.linspace(0, 1, 49, dtype=np.float32).reshape(7, 7)
+    image = Image.new("RGB", (224, 224), (200, 200, 200))
+    overlay = render_overlay(image, heatmap, ViewBox(0, 0, 224, 224))
+    coloured = Image.open(io.BytesIO(overlay.heatmap_png)).convert("RGB")
+    blended = Image.open(io.BytesIO(overlay.blended_png)).convert("RGB")
+    expected = Image.blend(image, coloured, 0.45)
+    difference = np.abs(np.asarray(expected, dtype=int) - np.asarray(blended, dtype=int))
+    assert difference.max() <= 1

@@ -22,20 +22,6 @@ pytestmark = pytest.mark.slow
 TASKS = ("recipe", "nutrition", "origin")
 
 
-@pytest.fixture(scope="module")
-def sidecar():
-    process = helpers.SidecarProcess().start()
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
-def llm_bento(sidecar, default_model, tmp_path_factory):
-    env = {"OLLAMA_HOST": sidecar.url, "TIKKA_LLM_MAX_PROMPT_CHARS": "2000"}
-    with helpers.served_bento(tmp_path_factory.mktemp("llm-bento"), env) as url:
-        yield url
-
-
 def post(url: str, path: str, **body) -> httpx.Response:
     return httpx.post(f"{url}{path}", json=body, timeout=120)
 

@@ -78,8 +78,9 @@ def test_explain_returns_a_heatmap_png_of_the_upload_proportions(client, photo):
     assert body["predicted_class"] == "guacamole" and body["confidence"] > 0.9
     assert body["method"] == "grad-cam" and body["grid_size"] == "7x7"
     assert body["num_layers"] == 1 and body["num_heads"] == 0 and body["filename"] == "guacamole.jpg"
-    png = Image.open(io.BytesIO(base64.b64decode(body["attention_map"])))
-    assert png.format == "PNG" and png.size == (427, 640)
+    for field in ("attention_map", "heatmap"):
+        png = Image.open(io.BytesIO(base64.b64decode(body[field])))
+        assert png.format == "PNG" and png.size == (427, 640)
 
 
 def test_explain_rejects_bad_input_like_predict(client):

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import json
 from http import HTTPStatus
+from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
-from starlette.responses import JSONResponse
+from starlette.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tikka.schemas import ErrorResponse, HealthResponse, LLMHealthResponse
 
 SERVICE_NAME = "TikkaMasalAI"
+ENTRY_SERVICE = "tikka"  # the Gateway's BentoML service name, as /metrics labels it
+DASHBOARD_HTML = (Path(__file__).with_name("dashboard.html").read_text()).replace(
+    "__SERVICE_NAME__", ENTRY_SERVICE
+)
 
 
 def error_response(
@@ -144,3 +149,9 @@ async def llm_health() -> LLMHealthResponse:
     from tikka.llm import get_llm_client
 
     return LLMHealthResponse(**asdict(await get_llm_client().health()))
+
+
+@api_app.get("/dashboard", summary="Metrics dashboard (HTML)", response_class=HTMLResponse)
+async def dashboard() -> HTMLResponse:
+    """A self-contained page that polls this service's own /metrics."""
+    return HTMLResponse(DASHBOARD_HTML)

@@ -200,8 +200,14 @@ def jet(values: np.ndarray) -> np.ndarray:
     return (np.stack(channels, axis=-1) * 255).astype(np.uint8)
 
 
-def render_overlay(image: Image.Image, heatmap: np.ndarray, box: ViewBox) -> bytes:
-    """PNG of the heatmap blended over the image, keeping the upload's proportions.
+@dataclass(frozen=True)
+class Overlay:
+    blended_png: bytes  # the heatmap over the image
+    heatmap_png: bytes  # the coloured heatmap alone, same size, for client-side blending
+
+
+def render_overlay(image: Image.Image, heatmap: np.ndarray, box: ViewBox) -> Overlay:
+    """PNGs of the heatmap (alone, and blended over the image) at the upload's proportions.
 
     The grid is stretched over the part of the image the model saw (``box``,
     the processor's crop), so each cell lands where its pixels came from.
@@ -222,7 +228,14 @@ def render_overlay(image: Image.Image, heatmap: np.ndarray, box: ViewBox) -> byt
     canvas[top : top + box_size[1], left : left + box_size[0]] = stretched[
         : out_size[1] - top, : out_size[0] - left
     ]
-    overlay = Image.fromarray(jet(np.clip(canvas, 0, 1)), mode="RGB")
+    coloured = Image.fromarray(jet(np.clip(canvas, 0, 1)), mode="RGB")
+    return Overlay(
+        blended_png=png_bytes(Image.blend(base, coloured, OVERLAY_ALPHA)),
+        heatmap_png=png_bytes(coloured),
+    )
+
+
+def png_bytes(image: Image.Image) -> bytes:
     buffer = io.BytesIO()
-    Image.blend(base, overlay, OVERLAY_ALPHA).save(buffer, format="PNG", optimize=False)
+    image.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -6,7 +6,7 @@ PROMETHEUS_MULTIPROC_DIR so every worker process's samples are aggregated.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 PREDICTIONS = Counter(
     "tikka_predictions", "Predictions served, by top-1 label.", labelnames=["label"]
@@ -27,4 +27,11 @@ LLM_SECONDS = Histogram(
     "LLM call time (to the last token when streaming), by task and outcome.",
     labelnames=["task", "outcome"],
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0),
+)
+START_TIME = Gauge(
+    "tikka_start_time_seconds",
+    "Unix time the gateway started (for uptime).",
+    # max, not min: every process that imports this module (the classifier's
+    # too) reports the gauge, and the ones that never set it report 0.
+    multiprocess_mode="max",
 )

@@ -31,6 +31,12 @@ class ExplanationResponse(BaseModel):
             " (long side at most 1024 px)."
         )
     )
+    heatmap: str = Field(
+        description=(
+            "Base64 PNG of the coloured heatmap alone, same size as attention_map, so that"
+            " clients can blend it over the photo at an opacity of their choice."
+        )
+    )
     num_layers: int = Field(
         description=(
             "Layers the map draws on: every transformer layer for attention rollout;"

@@ -23,7 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import StreamingResponse
 
 from tikka import metrics
-from tikka.api import JSONErrorBodies, api_app, error_response
+from tikka.api import ENTRY_SERVICE, JSONErrorBodies, api_app, error_response
 from tikka.classifier import ImageClassifier, checkpoint_config, config_labels, top_k_labels
 from tikka.explain import explain as explain_image
 from tikka.explain import explain_method, render_overlay
@@ -106,7 +106,7 @@ class Classifier:
 
 
 @bentoml.service(
-    name="tikka",
+    name=ENTRY_SERVICE,
     traffic={"timeout": settings.request_timeout_s, "max_concurrency": settings.max_concurrency},
 )
 @bentoml.asgi_app(api_app, path="/")
@@ -123,6 +123,7 @@ class Gateway:
         self.explain_method = explain_method(config)
         self.model_tag = str(self.model_ref.tag)
         api_app.state.model_tag = self.model_tag
+        metrics.START_TIME.set(time.time())
 
     async def _decode(self, image: Path):
         """Read, validate and preprocess off the event loop: the CPU-bound part."""
@@ -171,11 +172,12 @@ class Gateway:
             return reject(ctx, exc)
         heatmap = np.asarray(raw.heatmap, dtype=np.float32)
         box = self.preprocessor.view_box(*decoded.size)
-        png = await anyio.to_thread.run_sync(render_overlay, decoded, heatmap, box)
+        overlay = await anyio.to_thread.run_sync(render_overlay, decoded, heatmap, box)
         return ExplanationResponse(
             predicted_class=self.labels[raw.class_index],
             confidence=round(raw.confidence, 3),
-            attention_map=base64.b64encode(png).decode("ascii"),
+            attention_map=base64.b64encode(overlay.blended_png).decode("ascii"),
+            heatmap=base64.b64encode(overlay.heatmap_png).decode("ascii"),
             num_layers=raw.num_layers,
             num_heads=raw.num_heads,
             grid_size=f"{heatmap.shape[0]}x{heatmap.shape[1]}",

@@ -1,0 +1,1 @@
+"""The Streamlit front end: it uses only the Bento's public HTTP API."""

@@ -1,0 +1,212 @@
+"""End to end in headless Chromium (Debian's chromium + chromedriver, driven by Selenium).
+
+The running Streamlit app, against a served Bento and the sidecar: upload a
+photo, wait for the prediction, screenshot. And the Bento's /dashboard: the
+numbers on the page must match /metrics. Screenshots go to a temporary folder,
+or to docs/screenshots/ with TIKKA_UPDATE_SCREENSHOTS=1 (`make screenshots`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests import helpers
+
+pytestmark = [pytest.mark.slow, pytest.mark.browser]
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+
+
+@pytest.fixture(scope="module")
+def screenshots(tmp_path_factory) -> Path:
+    if os.environ.get("TIKKA_UPDATE_SCREENSHOTS") == "1":
+        target = helpers.ROOT / "docs" / "screenshots"
+        target.mkdir(parents=True, exist_ok=True)
+        return target
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not (os.path.exists(CHROMIUM) and os.path.exists(CHROMEDRIVER)):
+        pytest.fail("chromium and chromium-driver are missing: `make browser` installs them (apt)")
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    profile = tempfile.mkdtemp(prefix="tikka-chromium-")
+    for flag in (
+        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync",
+        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1100",
+    ):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(60)
+    yield driver
+    driver.quit()
+
+
+@pytest.fixture(scope="module")
+def streamlit_app(llm_bento, tmp_path_factory):
+    port = helpers.free_port()
+    env = {**os.environ, "TIKKA_API_URL": llm_bento}
+    log = (tmp_path_factory.mktemp("streamlit") / "streamlit.log").open("wb")
+    # Run from frontend/ so that frontend/.streamlit/config.toml applies, as in `make stack`.
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+         "--server.address", "127.0.0.1"],
+        cwd=helpers.ROOT / "frontend", env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"{url}/_stcore/health", timeout=2).status_code == 200:
+                    break
+            time.sleep(0.5)
+        else:
+            raise TimeoutError(f"streamlit did not start: {Path(log.name).read_text()[-2000:]}")
+        yield url
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+        log.close()
+
+
+def wait_for(driver, condition, timeout: float = 90):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(condition)
+
+
+def test_upload_a_photo_and_see_the_prediction(browser, streamlit_app, screenshots):
+    from selenium.webdriver.common.by import By
+
+    browser.get(streamlit_app)
+    file_input = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "input[type=file]"))
+    file_input.send_keys(str(helpers.ROOT / "tests" / "data" / "pizza.jpg"))
+    header = wait_for(
+        browser,
+        lambda d: next((h for h in d.find_elements(By.CSS_SELECTOR, "h2") if h.text.strip() == "Pizza"), None),
+    )
+    assert header.is_displayed()
+    wait_for(browser, lambda d: "Sent: 640x400 JPEG" in d.find_element(By.TAG_NAME, "body").text)
+    wait_for(browser, lambda d: "Classifier: ready" in d.find_element(By.TAG_NAME, "body").text)
+    button = wait_for(browser, lambda d: next(
+        (b for b in d.find_elements(By.TAG_NAME, "button") if "where the model looked" in b.text), None))
+    button.click()
+    wait_for(browser, lambda d: "Grad-CAM · grid 7x7" in d.find_element(By.TAG_NAME, "body").text)
+    time.sleep(1)  # let the heatmap image paint before the screenshot
+    path = screenshots / "app.png"
+    assert browser.save_screenshot(str(path))
+    assert path.stat().st_size > 20_000
+
+
+def parse(metrics_text: str):
+    for line in metrics_text.splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$", line)
+        if match:
+            labels = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+            yield match.group(1), labels, float(match.group(3))
+
+
+def histogram_quantile(q: float, buckets: dict[float, float]) -> float | None:
+    """Prometheus's histogram_quantile, written independently of the page's JavaScript."""
+    ordered = sorted(buckets.items())
+    if not ordered or ordered[-1][1] == 0:
+        return None
+    rank = q * ordered[-1][1]
+    lower, below = 0.0, 0.0
+    for upper, count in ordered:
+        if count >= rank:
+            if math.isinf(upper):
+                return lower
+            if count == below:
+                return upper
+            return lower + (upper - lower) * (rank - below) / (count - below)
+        lower, below = upper, count
+    return lower
+
+
+def expected_dashboard(metrics_text: str):
+    counts = defaultdict(lambda: defaultdict(float))
+    latency = defaultdict(lambda: defaultdict(float))
+    batches = 0.0
+    llm_calls = defaultdict(float)
+    for name, labels, value in parse(metrics_text):
+        if labels.get("service_name") == "tikka" and name == "bentoml_service_request_total":
+            counts[labels["endpoint"]][labels["http_response_code"][0] + "xx"] += value
+        elif labels.get("service_name") == "tikka" and name == "bentoml_service_request_duration_seconds_bucket":
+            latency[labels["endpoint"]][float(labels["le"])] += value
+        elif name == "bentoml_service_adaptive_batch_size_count" and labels.get("method_name") == "classify":
+            batches += value
+        elif name == "tikka_llm_seconds_count":
+            llm_calls[labels["task"]] += value
+    return counts, latency, batches, llm_calls
+
+
+def test_dashboard_numbers_match_metrics(browser, llm_bento, screenshots, photo):
+    from selenium.webdriver.common.by import By
+
+    image = {"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}
+    for _ in range(3):
+        assert httpx.post(f"{llm_bento}/predict", files=image, timeout=60).status_code == 200
+    assert httpx.post(f"{llm_bento}/predict", files={"image": ("x.jpg", b"nope", "image/jpeg")}).status_code == 400
+    assert httpx.post(f"{llm_bento}/predict", files={"file": ("x.jpg", b"nope", "image/jpeg")}).status_code == 422
+    assert httpx.post(f"{llm_bento}/predict", json={}).status_code == 415
+    assert httpx.post(f"{llm_bento}/llm/dish", json={"dish": "pizza", "task": "origin", "max_tokens": 4}, timeout=60).status_code == 200
+
+    browser.get(f"{llm_bento}/dashboard")
+    wait_for(browser, lambda d: d.find_element(By.ID, "updated").text != "never")
+    rows = {
+        row.get_attribute("data-endpoint"): {
+            cell.get_attribute("data-field"): cell.get_attribute("data-value")
+            for cell in row.find_elements(By.CSS_SELECTOR, "td[data-field]")
+        }
+        for row in browser.find_elements(By.CSS_SELECTOR, "#endpoints tr[data-endpoint]")
+    }
+    batch_count = float(browser.find_element(By.ID, "batch-count").get_attribute("data-value"))
+    llm_rows = {
+        row.get_attribute("data-task"): float(row.find_element(By.CSS_SELECTOR, "td[data-field=calls]").get_attribute("data-value"))
+        for row in browser.find_elements(By.CSS_SELECTOR, "#llm tr[data-task]")
+    }
+    uptime = float(browser.find_element(By.ID, "uptime").get_attribute("data-value"))
+    counts, latency, batches, llm_calls = expected_dashboard(httpx.get(f"{llm_bento}/metrics").text)
+
+    assert "/metrics" not in rows and "/dashboard" not in rows and "/readyz" not in rows
+    predict = rows["/predict"]
+    assert float(predict["2xx"]) == counts["/predict"]["2xx"] >= 3
+    assert float(predict["4xx"]) == counts["/predict"]["4xx"] >= 3, "every status class counts, not only the first"
+    assert float(predict["total"]) == sum(counts["/predict"].values())
+    for quantile, field in ((0.5, "p50"), (0.95, "p95")):
+        assert float(predict[field]) == pytest.approx(histogram_quantile(quantile, latency["/predict"]), rel=1e-6)
+    assert batch_count == batches > 0
+    assert llm_rows["origin"] == llm_calls["origin"] >= 1
+    session_age = time.time() - helpers.SESSION_STARTED
+    assert 0 < uptime < session_age + 5, (uptime, session_age)
+
+    path = screenshots / "dashboard.png"
+    assert browser.save_screenshot(str(path)) and path.stat().st_size > 10_000
+
+    # The page's own polling of /metrics is not traffic: after a poll, the counts are unchanged.
+    time.sleep(6)
+    again = browser.find_element(By.CSS_SELECTOR, '#endpoints tr[data-endpoint="/predict"] td[data-field=total]')
+    assert float(again.get_attribute("data-value")) == float(predict["total"])
