@@ -25,3 +25,29 @@ class ClassifierTimeout(ServiceError):
 class ExplanationUnavailable(ServiceError):
     status_code = 501
     error = "explanation_unavailable"
+
+
+class LLMUnavailable(ServiceError):
+    status_code = 503
+    error = "llm_unavailable"
+    headers = {"Retry-After": "5"}
+
+
+class LLMModelMissing(ServiceError):
+    status_code = 503
+    error = "llm_model_missing"
+
+
+class LLMTimeout(ServiceError):
+    status_code = 504
+    error = "llm_timeout"
+
+
+class LLMFailed(ServiceError):
+    status_code = 502
+    error = "llm_error"
+
+
+class InvalidPrompt(ServiceError):
+    status_code = 422
+    error = "invalid_prompt"

@@ -20,37 +20,17 @@ import httpx
 import ollama
 
 from tikka import metrics
-from tikka.errors import ServiceError
+from tikka.errors import (
+    LLMFailed,
+    LLMModelMissing,
+    LLMTimeout,
+    LLMUnavailable,
+    ServiceError,
+)
 from tikka.schemas import GenerateResponse
 from tikka.settings import Settings, get_settings
 
 Task = Literal["recipe", "nutrition", "origin"]
-
-
-class LLMUnavailable(ServiceError):
-    status_code = 503
-    error = "llm_unavailable"
-    headers = {"Retry-After": "5"}
-
-
-class LLMModelMissing(ServiceError):
-    status_code = 503
-    error = "llm_model_missing"
-
-
-class LLMTimeout(ServiceError):
-    status_code = 504
-    error = "llm_timeout"
-
-
-class LLMFailed(ServiceError):
-    status_code = 502
-    error = "llm_error"
-
-
-class InvalidPrompt(ServiceError):
-    status_code = 422
-    error = "invalid_prompt"
 
 
 # Completion-style: each template ends with the answer already begun, so a base

@@ -25,16 +25,17 @@ from starlette.responses import StreamingResponse
 from tikka import metrics
 from tikka.api import ENTRY_SERVICE, JSONErrorBodies, api_app, error_response
 from tikka.classifier import ImageClassifier, checkpoint_config, config_labels, top_k_labels
-from tikka.explain import explain as explain_image
-from tikka.explain import explain_method, render_overlay
 from tikka.errors import (
     ClassifierBusy,
     ClassifierTimeout,
     ExplanationUnavailable,
+    InvalidPrompt,
     ServiceError,
 )
+from tikka.explain import explain as explain_image
+from tikka.explain import explain_method, render_overlay
 from tikka.imaging import ImagePreprocessor, decode_upload
-from tikka.llm import InvalidPrompt, Task, complete, dish_prompt, get_llm_client, stream_ndjson
+from tikka.llm import Task, complete, dish_prompt, get_llm_client, stream_ndjson
 from tikka.schemas import (
     DishRequest,
     ExplanationResponse,

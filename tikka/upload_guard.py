@@ -129,7 +129,7 @@ class UploadGuard:
         try:
             form = await request.form(max_files=4, max_fields=16)
         except MultiPartException as exc:
-            raise RequestRejected(400, "malformed_form", f"the multipart body is malformed: {exc}")
+            raise RequestRejected(400, "malformed_form", f"the multipart body is malformed: {exc}") from None
         try:
             values = form.getlist(self.field)
             unexpected = sorted(set(form.keys()) - {self.field})
