@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -23,6 +24,15 @@ def texts(app: AppTest) -> str:
     parts = [m.value for m in app.markdown] + [c.value for c in app.caption]
     parts += [e.value for e in app.error] + [s.value for s in app.success] + [w.value for w in app.warning]
     return "\n".join(str(p) for p in parts)
+
+
+def requests_served(url: str) -> tuple[float, float]:
+    text = httpx.get(f"{url}/metrics").text
+    count = "bentoml_service_request_total"
+    return (
+        helpers.metric_value(text, count, endpoint="/predict", service_name="tikka"),
+        helpers.metric_value(text, count, endpoint="/predict/explain", service_name="tikka"),
+    )
 
 
 def upload(app: AppTest, name: str, content_type: str = "image/jpeg") -> AppTest:
@@ -47,8 +57,13 @@ def test_upload_predict_explain_and_ask(monkeypatch, llm_bento):
     assert not app.exception and not app.error
     assert "Grad-CAM · grid 7x7" in texts(app)
     assert app.slider(key="opacity").value == 0.5
+
+    # Reruns (here: moving the slider) re-send nothing: both calls are cached by content hash.
+    sent_before = requests_served(llm_bento)
+    assert min(sent_before) >= 1
     app.slider(key="opacity").set_value(0.8).run()
     assert not app.exception and "Grad-CAM · grid 7x7" in texts(app)
+    assert requests_served(llm_bento) == sent_before
 
     app.radio(key="task").set_value("Recipe")
     app.button(key="ask").click().run()
