@@ -87,7 +87,9 @@ class LLMClient:
         self.model = settings.ollama_model
         timeout = httpx.Timeout(settings.llm_read_timeout_s, connect=settings.llm_connect_timeout_s)
         self.client = ollama.AsyncClient(host=settings.ollama_host, timeout=timeout)
-        self.url = str(self.client._client.base_url).rstrip("/")  # as the client resolved OLLAMA_HOST
+        # The URL as the client resolved OLLAMA_HOST ("host:port", no scheme, ...):
+        # ollama exposes no public accessor, and re-parsing it here could disagree.
+        self.url = str(self.client._client.base_url).rstrip("/")
 
     @contextlib.asynccontextmanager
     async def errors(self):
