@@ -73,6 +73,7 @@ test-fast: model
 
 bench: model
 	$(BIN)/python benchmarks/batch_latency.py
+	$(BIN)/python benchmarks/served_batching.py
 
 # TIKKA_MODEL_TAG=food101-siglip:latest make build packages (and serves) that model instead.
 build: model

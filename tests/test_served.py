@@ -73,6 +73,29 @@ def test_concurrent_requests_are_batched(bento, photo):
     asyncio.run(run())
 
 
+def test_sustained_concurrent_load_has_no_failures(bento, photo):
+    """More than 100 calls through the gateway -> classifier client (BentoML refreshes
+    that client's session every 100 calls by default, failing calls in flight)."""
+    data = photo("pizza.jpg")
+
+    async def run() -> list[int]:
+        statuses: list[int] = []
+        remaining = iter(range(240))
+
+        async def client(http: httpx.AsyncClient) -> None:
+            for _ in remaining:
+                response = await http.post(f"{bento}/predict", files={"image": ("p.jpg", data, "image/jpeg")})
+                statuses.append(response.status_code)
+
+        async with httpx.AsyncClient(timeout=120) as http:
+            await asyncio.gather(*(client(http) for _ in range(16)))
+        return statuses
+
+    statuses = asyncio.run(run())
+    assert len(statuses) == 240
+    assert statuses.count(200) == 240, {s: statuses.count(s) for s in set(statuses)}
+
+
 def test_every_bad_input_gets_its_status(bento, photo):
     for case_id, request, status, error in helpers.bad_uploads(2_000_000, 4_000_000, photo("pizza.jpg")):
         response = httpx.post(f"{bento}/predict", timeout=60, **request)
