@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -28,7 +29,7 @@ class Backend:
         return self._post_image("/predict/explain", filename, jpeg)
 
     def _post_image(self, path: str, filename: str, jpeg: bytes) -> dict[str, Any]:
-        with self._errors("the classifier"):
+        with errors("the classifier"):
             response = httpx.post(
                 f"{self.base_url}{path}", files={"image": (filename, jpeg, "image/jpeg")}, timeout=self.timeout
             )
@@ -60,7 +61,7 @@ class Backend:
         return self._stream("/llm/generate", {"prompt": prompt, "max_tokens": max_tokens, "stream": True})
 
     def _stream(self, path: str, body: dict[str, Any]) -> Iterator[str]:
-        with self._errors("the cooking assistant"):
+        with errors("the cooking assistant"):
             with httpx.stream("POST", f"{self.base_url}{path}", json=body, timeout=self.llm_timeout) as response:
                 if response.status_code != 200:
                     response.read()
@@ -91,22 +92,17 @@ class Backend:
             raise BackendError(f"{what.capitalize()} failed ({response.status_code}). Please try again.")
         raise BackendError(f"The request was refused ({response.status_code}): {detail}")
 
-    class _errors:
-        def __init__(self, what: str):
-            self.what = what
 
-        def __enter__(self):
-            return self
-
-        def __exit__(self, exc_type, exc, tb):
-            if exc is None or isinstance(exc, BackendError):
-                return False
-            if isinstance(exc, httpx.TimeoutException):
-                raise BackendError(f"{self.what.capitalize()} did not answer in time. Please try again.") from None
-            if isinstance(exc, httpx.HTTPError):
-                raise BackendError(
-                    "The TikkaMasalAI service is not reachable. Is it running? (check the sidebar)"
-                ) from None
-            if isinstance(exc, (ValueError, KeyError)):
-                raise BackendError(f"{self.what.capitalize()} sent an answer this page cannot read.") from None
-            return False
+@contextlib.contextmanager
+def errors(what: str):
+    """Transport failures -> a BackendError that says what happened, in words."""
+    try:
+        yield
+    except BackendError:
+        raise
+    except httpx.TimeoutException:
+        raise BackendError(f"{what.capitalize()} did not answer in time. Please try again.") from None
+    except httpx.HTTPError:
+        raise BackendError("The TikkaMasalAI service is not reachable. Is it running? (check the sidebar)") from None
+    except (ValueError, KeyError):
+        raise BackendError(f"{what.capitalize()} sent an answer this page cannot read.") from None

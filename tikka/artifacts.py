@@ -14,6 +14,7 @@ is already there and nothing is downloaded.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import shutil
@@ -205,7 +206,8 @@ def first_line(exc: BaseException) -> str:
 def list_checkpoint(client, bucket: str, prefix: str, timeout: float) -> list[RemoteObject]:
     prefix = prefix.strip("/")
     listing_prefix = f"{prefix}/" if prefix else ""
-    with storage_errors(bucket, prefix):
+    where = f"gs://{bucket}/{listing_prefix}"
+    with storage_errors(where, f"bucket {bucket!r} does not exist ({where}): check --bucket"):
         blobs = list(
             client.list_blobs(bucket, prefix=listing_prefix, timeout=timeout, retry=retry_within(timeout))
         )
@@ -248,43 +250,40 @@ def retry_within(timeout: float):
     return DEFAULT_RETRY.with_timeout(timeout)
 
 
-class storage_errors:
-    """Turns the client's exceptions into ArtifactErrors that say what to fix."""
+@contextlib.contextmanager
+def storage_errors(where: str, missing: str):
+    """Turns the client's exceptions into ArtifactErrors that say what to fix.
 
-    def __init__(self, bucket: str, prefix: str):
-        self.bucket, self.prefix = bucket, prefix
+    ``missing`` is the message for a 404 at this step (a bucket when listing,
+    an object that vanished when downloading).
+    """
+    import google.auth.exceptions
+    import requests
+    from google.api_core import exceptions as api
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc is None or isinstance(exc, ArtifactError):
-            return False
-        import google.auth.exceptions
-        import requests
-        from google.api_core import exceptions as api
-
-        where = f"gs://{self.bucket}/{self.prefix}"
-        if isinstance(exc, api.NotFound):
-            raise SourceNotFound(f"bucket {self.bucket!r} does not exist ({where}): check --bucket") from None
-        if isinstance(exc, (api.Unauthorized, api.Forbidden)):
-            raise AccessDenied(
-                f"the credentials were refused for {where} ({exc.code}): grant the account"
-                " roles/storage.objectViewer on the bucket, or use other credentials"
-            ) from None
-        if isinstance(exc, google.auth.exceptions.GoogleAuthError):
-            raise CredentialsError(
-                f"could not authenticate to Google Cloud ({first_line(exc)}): check"
-                " GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login`"
-            ) from None
-        if isinstance(exc, (requests.exceptions.RequestException, api.RetryError, ConnectionError, TimeoutError)):
-            raise StorageUnreachable(
-                f"cannot reach Cloud Storage{endpoint_hint()} for {where} ({first_line(exc)}):"
-                " check the network, or STORAGE_EMULATOR_HOST if you use an emulator"
-            ) from None
-        if isinstance(exc, api.GoogleAPICallError):
-            raise ArtifactError(f"Cloud Storage refused the request for {where}: {first_line(exc)}") from None
-        return False
+    try:
+        yield
+    except ArtifactError:
+        raise
+    except api.NotFound:
+        raise SourceNotFound(missing) from None
+    except (api.Unauthorized, api.Forbidden) as exc:
+        raise AccessDenied(
+            f"the credentials were refused for {where} ({exc.code}): grant the account"
+            " roles/storage.objectViewer on the bucket, or use other credentials"
+        ) from None
+    except google.auth.exceptions.GoogleAuthError as exc:
+        raise CredentialsError(
+            f"could not authenticate to Google Cloud ({first_line(exc)}): check"
+            " GOOGLE_APPLICATION_CREDENTIALS or run `gcloud auth application-default login`"
+        ) from None
+    except (requests.exceptions.RequestException, api.RetryError, ConnectionError, TimeoutError) as exc:
+        raise StorageUnreachable(
+            f"cannot reach Cloud Storage{endpoint_hint()} for {where} ({first_line(exc)}):"
+            " check the network, or STORAGE_EMULATOR_HOST if you use an emulator"
+        ) from None
+    except api.GoogleAPICallError as exc:
+        raise ArtifactError(f"Cloud Storage refused the request for {where}: {first_line(exc)}") from None
 
 
 def endpoint_hint() -> str:
@@ -335,7 +334,9 @@ def download_checkpoint(client, bucket: str, objects: list[RemoteObject], target
         for obj in objects:
             progress.set_postfix_str(obj.path)
             blob = bucket_ref.blob(obj.blob_name, generation=obj.generation)
-            with (target / obj.path).open("wb") as fh, storage_errors(bucket, obj.blob_name):
+            where = f"gs://{bucket}/{obj.blob_name}"
+            vanished = f"{where} was deleted or replaced during the sync: run again"
+            with (target / obj.path).open("wb") as fh, storage_errors(where, vanished):
                 writer = VerifyingWriter(fh, progress)
                 # checksum=None: we verify against the listing's metadata ourselves,
                 # the same way for every object, emulator or not.
@@ -351,8 +352,7 @@ def import_from_gcs(
     objects = list_checkpoint(client, bucket, prefix, timeout)
     manifest = {o.path: {k: v for k, v in asdict(o).items() if k != "path"} for o in objects}
     tag = f"{name}:{content_version(manifest)}"
-    existing = find_model(tag)
-    if existing and existing.info.metadata.get("objects") == manifest:
+    if existing := find_model(tag):  # the version is a hash of this very manifest
         return ImportResult(existing, imported=False)
 
     with tempfile.TemporaryDirectory(prefix="tikka-download-") as tmp:
