@@ -20,7 +20,7 @@ export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_CONFIG ?= $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: setup model serve sidecar stack frontend browser screenshots test test-fast bench build lock clean
+.PHONY: setup model serve sidecar stack frontend browser screenshots test test-fast lint bench build lock clean
 
 $(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar.txt requirements-frontend.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
@@ -65,8 +65,11 @@ browser:
 screenshots: model browser
 	TIKKA_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_browser.py $(PYTEST_ARGS)
 
-test: model browser
+test: lint model browser
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: setup
+	$(BIN)/ruff check .
 
 test-fast: model
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)

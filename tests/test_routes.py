@@ -128,3 +128,15 @@ def test_cors_refuses_other_origins_and_covers_error_answers(client):
     )
     assert rejected.status_code == 415
     assert rejected.headers["access-control-allow-origin"] == "http://localhost:8501"
+
+
+def test_openapi_documents_every_public_route(client):
+    spec = client.get("/docs.json").json()
+    paths = spec["paths"]
+    for route in ("/predict", "/predict/explain", "/llm/generate", "/llm/dish"):
+        assert "post" in paths[route], route
+    upload = paths["/predict"]["post"]["requestBody"]["content"]
+    assert "multipart/form-data" in upload
+    generate = paths["/llm/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    schema = spec["components"]["schemas"].get(generate.get("$ref", "").split("/")[-1], generate)
+    assert {"prompt", "temperature", "max_tokens", "stream"} <= set(schema["properties"])
