@@ -163,11 +163,8 @@ async def complete(
 ) -> GenerateResponse:
     """One non-streaming generation, timed and counted."""
     started = time.perf_counter()
-    try:
+    with failures_observed(task, started):
         result = await llm.generate(prompt, temperature, max_tokens)
-    except ServiceError as exc:
-        observe(task, exc.error, started)
-        raise
     observe(task, "ok", started)
     return GenerateResponse(
         response=answer_start + (result.response or ""),
@@ -185,11 +182,8 @@ async def stream_ndjson(
     """Open a streaming generation (raising a ServiceError if it cannot start), then
     yield NDJSON lines: the tokens, a final statistics line, or an error line."""
     started = time.perf_counter()
-    try:
+    with failures_observed(task, started):
         chunks = await llm.stream(prompt, temperature, max_tokens)
-    except ServiceError as exc:
-        observe(task, exc.error, started)
-        raise
 
     def line(record: dict[str, Any]) -> bytes:
         return json.dumps(record).encode() + b"\n"
@@ -222,6 +216,16 @@ async def stream_ndjson(
 
 def observe(task: str, outcome: str, started: float) -> None:
     metrics.LLM_SECONDS.labels(task=task, outcome=outcome).observe(time.perf_counter() - started)
+
+
+@contextlib.contextmanager
+def failures_observed(task: str, started: float):
+    """Count a failed LLM call under its error code, then let the error propagate."""
+    try:
+        yield
+    except ServiceError as exc:
+        observe(task, exc.error, started)
+        raise
 
 
 @lru_cache(maxsize=1)
