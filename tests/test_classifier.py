@@ -1,6 +1,14 @@
-"""Unit tests: the classifier without HTTP, top-k, the food allow-list, device choice."""
+"""Unit tests: the classifier without HTTP on every runtime, top-k, the allow-list, device choice.
+
+The served runtimes (OpenVINO and ONNX Runtime on the graph exported at import
+time) must give torch's answers: the same top-1 and probabilities within 1e-3.
+"""
 
 from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -8,29 +16,50 @@ import torch
 
 from tests import helpers
 from tikka.classifier import (
-    ImageClassifier,
-    checkpoint_config,
+    GraphClassifier,
+    TorchClassifier,
     config_labels,
+    load_classifier,
+    read_config,
     select_device,
     top_k_labels,
 )
 from tikka.food_labels import FOOD_CLASSES
-from tikka.imaging import ImagePreprocessor, decode_upload
+from tikka.imaging import InputSpec, decode_upload
+
+RUNTIMES = ["openvino", "onnxruntime", "torch"]
+SAMPLES = [("pizza.jpg", "pizza"), ("guacamole.jpg", "guacamole"), ("hamburger.jpg", "cheeseburger")]
 
 
 @pytest.fixture(scope="module")
-def classifier(default_model):
-    return ImageClassifier(default_model.path, "cpu")
+def classifiers(default_model):
+    return {runtime: load_classifier(default_model.path, runtime, "cpu") for runtime in RUNTIMES}
 
 
 @pytest.fixture(scope="module")
-def preprocessor(default_model):
-    return ImagePreprocessor(default_model.path)
+def spec(default_model):
+    return InputSpec.from_checkpoint(default_model.path)
 
 
-def classify(classifier, preprocessor, data: bytes, **decode_options) -> np.ndarray:
-    image = decode_upload(data, max_pixels=40_000_000, **decode_options)
-    return classifier.predict_proba(preprocessor(image)[None])[0]
+def pixels(spec, data: bytes, **decode_options) -> np.ndarray:
+    return spec.preprocess(decode_upload(data, max_pixels=40_000_000, **decode_options))
+
+
+def generated_images(count: int, seed: int = 0) -> np.ndarray:
+    """Photos cut, flipped and recoloured from the samples, plus noise: inputs torch has not seen."""
+    rng = np.random.default_rng(seed)
+    sources = [np.asarray(helpers.photo_image(name).resize((224, 224))) for name, _ in SAMPLES]
+    images = []
+    for i in range(count):
+        image = sources[i % 3].astype(np.float32)
+        if i % 4 == 1:
+            image = image[:, ::-1]
+        if i % 4 == 2:
+            image = image * rng.uniform(0.5, 1.3, size=3)
+        if i % 4 == 3:
+            image = rng.uniform(0, 255, size=image.shape)
+        images.append(np.clip(image, 0, 255).astype(np.uint8))
+    return np.stack(images)
 
 
 def test_top_k_is_sorted_rounded_and_bounded():
@@ -52,37 +81,65 @@ def test_allow_list_labels_are_the_imagenet_names_of_their_indices():
     assert not {923, 958, 966, 968} & set(FOOD_CLASSES), "plate, hay, red wine and cup are not dishes"
 
 
-def test_store_model_serves_exactly_the_allow_list(classifier, default_model):
+def test_store_model_serves_exactly_the_allow_list(classifiers, default_model):
     expected = [FOOD_CLASSES[i] for i in sorted(FOOD_CLASSES)]
-    assert classifier.labels == expected
+    assert all(classifier.labels == expected for classifier in classifiers.values())
     assert default_model.info.metadata["labels"] == expected
-    assert config_labels(checkpoint_config(default_model.path)) == expected
+    assert config_labels(read_config(default_model.path)) == expected
 
 
-@pytest.mark.parametrize(
-    ("name", "dish"), [("pizza.jpg", "pizza"), ("guacamole.jpg", "guacamole"), ("hamburger.jpg", "cheeseburger")]
-)
-def test_sample_photos_get_their_dish(classifier, preprocessor, photo, name, dish):
-    probabilities = classify(classifier, preprocessor, photo(name))
+def test_the_store_model_carries_its_onnx_graph(default_model, classifiers):
+    assert (Path(default_model.path) / "model.onnx").is_file()
+    assert default_model.info.metadata["onnx_graph"] == "model.onnx"
+    assert isinstance(classifiers["openvino"], GraphClassifier) and classifiers["openvino"].runtime == "openvino"
+    assert isinstance(classifiers["onnxruntime"], GraphClassifier)
+    assert isinstance(classifiers["torch"], TorchClassifier)
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+@pytest.mark.parametrize(("name", "dish"), SAMPLES)
+def test_sample_photos_get_their_dish(classifiers, spec, photo, runtime, name, dish):
+    probabilities = classifiers[runtime].predict_proba(pixels(spec, photo(name))[None])[0]
     assert probabilities.sum() == pytest.approx(1.0, abs=1e-4)
-    assert classifier.labels[int(probabilities.argmax())] == dish
+    assert classifiers[runtime].labels[int(probabilities.argmax())] == dish
     assert probabilities.max() > 0.9
 
 
-def test_batched_inference_equals_one_by_one(classifier, preprocessor, photo):
-    images = [preprocessor(decode_upload(photo(n), max_pixels=10**8)) for n in ("pizza.jpg", "guacamole.jpg", "hamburger.jpg")]
-    batched = classifier.predict_proba(np.stack(images))
-    single = np.concatenate([classifier.predict_proba(image[None]) for image in images])
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_served_runtimes_match_torch(classifiers, spec, photo, runtime):
+    """Same top-1, probabilities within 1e-3, on the samples and 200 generated images."""
+    batch = np.concatenate([np.stack([pixels(spec, photo(name)) for name, _ in SAMPLES]), generated_images(200)])
+    reference = np.concatenate([classifiers["torch"].predict_proba(chunk) for chunk in np.array_split(batch, 25)])
+    served = np.concatenate([classifiers[runtime].predict_proba(chunk) for chunk in np.array_split(batch, 25)])
+    assert (served.argmax(axis=1) == reference.argmax(axis=1)).all()
+    assert np.abs(served - reference).max() < 1e-3
+
+
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_batched_inference_equals_one_by_one(classifiers, spec, photo, runtime):
+    images = np.stack([pixels(spec, photo(name)) for name, _ in SAMPLES])
+    batched = classifiers[runtime].predict_proba(images)
+    single = np.concatenate([classifiers[runtime].predict_proba(image[None]) for image in images])
     np.testing.assert_allclose(batched, single, atol=1e-5)
 
 
-def test_draft_decoding_barely_moves_probabilities(classifier, preprocessor):
+def test_draft_decoding_barely_moves_probabilities(classifiers, spec):
     large = helpers.photo_image().resize((2560, 1600))
     data = helpers.encode(large, "JPEG", quality=92)
-    full = classify(classifier, preprocessor, data)
-    draft = classify(classifier, preprocessor, data, draft_size=preprocessor.draft_size)
+    full = classifiers["openvino"].predict_proba(pixels(spec, data)[None])
+    draft = classifiers["openvino"].predict_proba(pixels(spec, data, draft_size=spec.draft_size)[None])
     assert np.abs(full - draft).max() < 5e-3
     assert full.argmax() == draft.argmax()
+
+
+def test_a_checkpoint_without_a_graph_is_served_with_torch_and_says_so(default_model, tmp_path, caplog):
+    directory = tmp_path / "no-graph"
+    shutil.copytree(default_model.path, directory, ignore=shutil.ignore_patterns("model.onnx"))
+    with caplog.at_level(logging.WARNING, logger="tikka.classifier"):
+        classifier = load_classifier(directory, "openvino", "cpu")
+    assert isinstance(classifier, TorchClassifier)
+    assert "serving it with torch" in caplog.text
+    assert classifier.labels[int(classifier.predict_proba(generated_images(1))[0].argmax())]
 
 
 def test_device_selection_honours_the_setting_and_falls_back_to_cpu():
@@ -92,7 +149,7 @@ def test_device_selection_honours_the_setting_and_falls_back_to_cpu():
     assert select_device("auto").type == expected
 
 
-def test_warm_up_runs_a_real_inference(classifier):
-    shape = classifier.input_shape()
-    assert shape == (3, 224, 224)
-    classifier.warm_up()
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_warm_up_runs_a_real_inference(classifiers, runtime):
+    classifiers[runtime].warm_up()
+    assert classifiers[runtime].input_spec.height == 224

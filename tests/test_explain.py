@@ -1,4 +1,4 @@
-"""Unit tests: Grad-CAM on the real model, and the heatmap overlay's geometry."""
+"""Unit tests: Grad-CAM on the real model (torch, and the served graph's CAM), and the overlay's geometry."""
 
 from __future__ import annotations
 
@@ -6,24 +6,22 @@ import io
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from tests import helpers
-from tikka.classifier import ImageClassifier
-from tikka.explain import explain, jet, render_overlay
-from tikka.imaging import ImagePreprocessor, ViewBox
+from tikka.classifier import load_classifier
+from tikka.explain import jet, render_overlay
+from tikka.imaging import InputSpec, ViewBox
 
 
-@pytest.fixture(scope="module")
-def model_and_preprocessor(default_model):
-    return ImageClassifier(default_model.path, "cpu"), ImagePreprocessor(default_model.path)
+@pytest.fixture(scope="module", params=["openvino", "torch"])
+def model_and_preprocessor(default_model, request):
+    return load_classifier(default_model.path, request.param, "cpu"), InputSpec.from_checkpoint(default_model.path)
 
 
 def explain_image(model_and_preprocessor, image: Image.Image):
-    classifier, preprocessor = model_and_preprocessor
-    pixel_values = torch.from_numpy(preprocessor(image)[None])
-    return classifier, explain(classifier.model, pixel_values)
+    classifier, spec = model_and_preprocessor
+    return classifier, classifier.explain(spec.preprocess(image)[None])
 
 
 def test_grad_cam_uses_the_last_conv_stage_grid(model_and_preprocessor):
@@ -51,12 +49,25 @@ def test_grad_cam_points_at_the_food_not_the_blank_half(model_and_preprocessor):
 
 
 def test_explaining_does_not_change_predictions(model_and_preprocessor, photo):
-    classifier, preprocessor = model_and_preprocessor
-    pixel_values = preprocessor(helpers.photo_image("guacamole.jpg"))[None]
-    before = classifier.predict_proba(pixel_values)
-    explain(classifier.model, torch.from_numpy(pixel_values))
-    np.testing.assert_array_equal(classifier.predict_proba(pixel_values), before)
-    assert not any(p.requires_grad for p in classifier.model.parameters())
+    classifier, spec = model_and_preprocessor
+    pixels = spec.preprocess(helpers.photo_image("guacamole.jpg"))[None]
+    before = classifier.predict_proba(pixels)
+    classifier.explain(pixels)
+    np.testing.assert_array_equal(classifier.predict_proba(pixels), before)
+    if classifier.runtime == "torch":
+        assert not any(p.requires_grad for p in classifier.model.parameters())
+
+
+@pytest.mark.parametrize("name", ["pizza.jpg", "guacamole.jpg", "hamburger.jpg"])
+def test_the_graph_cam_equals_torch_grad_cam(default_model, name):
+    """Global pooling + linear head: CAM from the exported graph is Grad-CAM, no gradients needed."""
+    spec = InputSpec.from_checkpoint(default_model.path)
+    pixels = spec.preprocess(helpers.photo_image(name))[None]
+    served = load_classifier(default_model.path, "openvino", "cpu").explain(pixels)
+    reference = load_classifier(default_model.path, "torch", "cpu").explain(pixels)
+    assert served.class_index == reference.class_index and served.method == reference.method == "grad-cam"
+    assert np.abs(served.heatmap - reference.heatmap).max() < 1e-4
+    assert served.confidence == pytest.approx(reference.confidence, abs=1e-4)
 
 
 @pytest.mark.parametrize(("size", "expected"), [((640, 400), (640, 400)), ((3000, 1000), (1024, 341)), ((300, 900), (300, 900))])

@@ -9,8 +9,8 @@ from PIL import Image
 from tests import helpers
 from tikka.imaging import (
     EmptyUpload,
-    ImagePreprocessor,
     ImageTooLarge,
+    InputSpec,
     NotAnImage,
     decode_upload,
 )
@@ -106,17 +106,25 @@ def test_draft_decode_shrinks_large_jpegs_but_never_below_the_target():
     assert small.size == (640, 400)
 
 
-def test_preprocessing_matches_the_model_processor_exactly(default_model, photo):
+def normalised(spec: InputSpec, pixels: np.ndarray) -> np.ndarray:
+    """What the classifier's graph does to the uint8 pixels, in numpy."""
+    values = pixels.transpose(2, 0, 1).astype(np.float32) * spec.rescale
+    return (values - np.array(spec.mean, np.float32)[:, None, None]) / np.array(spec.std, np.float32)[:, None, None]
+
+
+@pytest.mark.parametrize("name", ["pizza.jpg", "guacamole.jpg", "hamburger.jpg"])
+def test_lean_preprocessing_matches_the_model_processor(default_model, photo, name):
+    """uint8 pixels from PIL, normalised in the batch = the checkpoint's own processor (torch)."""
     from transformers import AutoImageProcessor
 
-    preprocessor = ImagePreprocessor(default_model.path)
-    ours = preprocessor(decode(photo("pizza.jpg"), draft_size=preprocessor.draft_size))
+    spec = InputSpec.from_checkpoint(default_model.path)
+    ours = spec.preprocess(decode(photo(name)))
     processor = AutoImageProcessor.from_pretrained(default_model.path)
     reference = processor(
-        images=Image.open(helpers.ROOT / "tests/data/pizza.jpg").convert("RGB"), return_tensors="pt"
+        images=Image.open(helpers.ROOT / "tests/data" / name).convert("RGB"), return_tensors="pt"
     )["pixel_values"][0].numpy()
-    assert ours.dtype == np.float32 and ours.shape == (3, 224, 224)
-    np.testing.assert_array_equal(ours, reference)
+    assert ours.dtype == np.uint8 and ours.shape == (224, 224, 3)
+    np.testing.assert_allclose(normalised(spec, ours), reference, atol=1e-6)
 
 
 def test_model_processor_matches_timm_eval_transform(default_model):
@@ -127,14 +135,13 @@ def test_model_processor_matches_timm_eval_transform(default_model):
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     transform = create_transform(**resolve_data_config({}, model=model), is_training=False)
     image = helpers.photo_image("guacamole.jpg")
-    expected = transform(image).numpy()
-    actual = ImagePreprocessor(default_model.path)(image)
-    np.testing.assert_allclose(actual, expected, atol=1e-6)
+    spec = InputSpec.from_checkpoint(default_model.path)
+    np.testing.assert_allclose(normalised(spec, spec.preprocess(image)), transform(image).numpy(), atol=1e-6)
 
 
 def test_view_box_is_the_centre_crop_of_the_short_side(default_model):
-    preprocessor = ImagePreprocessor(default_model.path)
-    assert preprocessor.resize_size == 256 and preprocessor.draft_size == 512
-    box = preprocessor.view_box(640, 400)
+    spec = InputSpec.from_checkpoint(default_model.path)
+    assert spec.resize == 256 and spec.draft_size == 512
+    box = spec.view_box(640, 400)
     assert (box.right - box.left) == pytest.approx(350) and (box.bottom - box.top) == pytest.approx(350)
     assert box.left == pytest.approx(145) and box.top == pytest.approx(25)

@@ -8,7 +8,7 @@ import torch
 from transformers import SiglipVisionConfig, ViTConfig
 
 from tests.tiny_models import save_tiny_siglip, save_tiny_vit
-from tikka.classifier import ImageClassifier
+from tikka.classifier import TorchClassifier, load_classifier
 from tikka.explain import (
     TokenLayout,
     UnsupportedModelError,
@@ -24,26 +24,39 @@ VIT = TokenLayout((3, 3), 1, "cls")
 
 
 def identity_layers(tokens: int, layers: int = 3, heads: int = 2) -> list[torch.Tensor]:
-    return [torch.eye(tokens).expand(heads, tokens, tokens) for _ in range(layers)]
+    return [torch.eye(tokens).expand(1, heads, tokens, tokens) for _ in range(layers)]
+
+
+def heatmap_of(attentions, layout) -> np.ndarray:
+    """Rollout of one image's per-layer (heads, tokens, tokens) attentions, as a grid."""
+    return rollout_heatmap(attention_rollout([layer[None] for layer in attentions]), layout)[0].numpy()
 
 
 def test_identity_attention_gives_a_uniform_map_for_mean_pooled_models():
-    heatmap = rollout_heatmap(attention_rollout(identity_layers(9)), SIGLIP)
+    heatmap = rollout_heatmap(attention_rollout(identity_layers(9)), SIGLIP)[0].numpy()
     np.testing.assert_allclose(heatmap, np.full((3, 3), 1 / 9))
 
 
 def test_uniform_attention_gives_a_uniform_map_for_cls_models():
     tokens = VIT.num_tokens
     uniform = [torch.full((2, tokens, tokens), 1 / tokens) for _ in range(4)]
-    heatmap = rollout_heatmap(attention_rollout(uniform), VIT)
+    heatmap = heatmap_of(uniform, VIT)
     assert np.ptp(heatmap) < 1e-12 and heatmap.shape == (3, 3)
+
+
+def test_rollout_of_a_batch_is_the_rollout_of_each_image():
+    generator = torch.Generator().manual_seed(0)
+    batch = [torch.rand(3, 2, 10, 10, generator=generator).softmax(-1) for _ in range(2)]
+    together = rollout_heatmap(attention_rollout(batch), VIT).numpy()
+    for i in range(3):
+        np.testing.assert_allclose(together[i], heatmap_of([layer[i] for layer in batch], VIT))
 
 
 def test_residual_is_mixed_half_and_half_with_the_identity():
     tokens = 4
-    everyone_looks_at_token_2 = torch.zeros(1, tokens, tokens)
+    everyone_looks_at_token_2 = torch.zeros(1, 1, tokens, tokens)
     everyone_looks_at_token_2[..., 2] = 1.0
-    rollout = attention_rollout([everyone_looks_at_token_2])
+    rollout = attention_rollout([everyone_looks_at_token_2])[0]
     expected = 0.5 * torch.eye(tokens, dtype=torch.float64)
     expected[:, 2] += 0.5
     torch.testing.assert_close(rollout, expected)
@@ -55,14 +68,14 @@ def test_attention_on_one_patch_puts_the_peak_there(layout):
     target = layout.prefix_tokens + 5  # patch (1, 2) of the 3x3 grid
     attention = torch.zeros(2, tokens, tokens)
     attention[..., target] = 1.0
-    heatmap = normalise(rollout_heatmap(attention_rollout([attention] * 3), layout))
+    heatmap = normalise(heatmap_of([attention] * 3, layout))
     assert np.unravel_index(heatmap.argmax(), heatmap.shape) == (1, 2)
 
 
 def test_head_fusion_is_the_mean_over_heads():
     tokens = 3
     heads = torch.stack([torch.eye(tokens), torch.full((tokens, tokens), 1 / tokens)])
-    rollout = attention_rollout([heads], residual=0.0)
+    rollout = attention_rollout([heads[None]], residual=0.0)[0]
     torch.testing.assert_close(rollout, heads.double().mean(0))
 
 
@@ -93,20 +106,63 @@ def tiny(request, tmp_path_factory):
         save_tiny_vit(directory, layers=2, heads=2)
     else:
         save_tiny_siglip(directory, layers=3, heads=4)
-    return request.param, ImageClassifier(directory, "cpu")
+    return request.param, TorchClassifier(directory, "cpu")
+
+
+def random_pixels(seed: int = 0, count: int = 1) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (count, 224, 224, 3), dtype=np.uint8)
 
 
 def test_rollout_on_real_tiny_transformers(tiny):
     family, classifier = tiny
-    pixel_values = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
-    result = explain(classifier.explain_model, pixel_values)
+    pixels = random_pixels()
+    result = classifier.explain(pixels)
     assert result.method == "attention-rollout" and result.grid_size == "14x14"
     expected = (2, 2) if family == "vit" else (3, 4)
     assert (result.num_layers, result.num_heads) == expected
     assert result.heatmap.min() >= 0 and result.heatmap.max() == pytest.approx(1.0)
-    probabilities = classifier.predict_proba(pixel_values.numpy())[0]
+    probabilities = classifier.predict_proba(pixels)[0]
     assert result.class_index == int(probabilities.argmax())
     assert result.confidence == pytest.approx(float(probabilities.max()), abs=1e-4)
+
+
+@pytest.mark.parametrize("runtime", ["openvino", "onnxruntime"])
+def test_exported_transformers_classify_and_roll_out_as_torch_does(tiny, tmp_path, runtime):
+    """The graph carries the rollout: the served runtime explains without torch, with torch's answers."""
+    import shutil
+
+    from tikka.export import export_onnx
+
+    family, reference = tiny
+    directory = tmp_path / family
+    shutil.copytree(reference.model_path, directory)
+    assert export_onnx(directory) == directory / "model.onnx"
+    served = load_classifier(directory, runtime, "cpu")
+    assert served.runtime == runtime and "explanation" in served.outputs
+    pixels = random_pixels(1, count=4)
+    np.testing.assert_allclose(served.predict_proba(pixels), reference.predict_proba(pixels), atol=1e-3)
+    ours, theirs = served.explain(pixels[:1]), reference.explain(pixels[:1])
+    assert (ours.class_index, ours.num_layers, ours.num_heads) == (theirs.class_index, theirs.num_layers, theirs.num_heads)
+    assert np.abs(ours.heatmap - theirs.heatmap).max() < 1e-3
+
+
+def test_lean_preprocessing_gives_the_processor_answers(tiny):
+    """uint8 pixels from PIL + normalisation in the batch = the checkpoint's own processor."""
+    from transformers import AutoImageProcessor
+
+    from tests import helpers
+    from tikka.imaging import InputSpec
+
+    _, classifier = tiny
+    processor = AutoImageProcessor.from_pretrained(str(classifier.model_path))
+    spec = InputSpec.from_checkpoint(classifier.model_path)
+    for name in ("pizza.jpg", "guacamole.jpg", "hamburger.jpg"):
+        image = helpers.photo_image(name)
+        stock = processor(images=image, return_tensors="pt")["pixel_values"]
+        with torch.inference_mode():
+            expected = classifier.model(pixel_values=stock).logits.softmax(-1).numpy()
+        ours = classifier.predict_proba(spec.preprocess(image)[None])
+        assert ours.argmax() == expected.argmax() and np.abs(ours - expected).max() < 1e-3
 
 
 def test_explanations_use_a_separate_eager_copy(tiny):
@@ -114,10 +170,10 @@ def test_explanations_use_a_separate_eager_copy(tiny):
     assert classifier.explain_model is not classifier.model
     assert classifier.model.config._attn_implementation != "eager"
     assert classifier.explain_model.config._attn_implementation == "eager"
-    pixel_values = np.random.default_rng(0).standard_normal((1, 3, 224, 224), dtype=np.float32)
-    before = classifier.predict_proba(pixel_values)
-    explain(classifier.explain_model, torch.from_numpy(pixel_values))
-    np.testing.assert_allclose(classifier.predict_proba(pixel_values), before, atol=1e-6)
+    pixels = random_pixels()
+    before = classifier.predict_proba(pixels)
+    classifier.explain(pixels)
+    np.testing.assert_allclose(classifier.predict_proba(pixels), before, atol=1e-6)
     assert classifier.model.config._attn_implementation != "eager"
 
 
@@ -136,6 +192,6 @@ def test_architectures_without_a_method_are_reported_as_such():
 
     from tikka.explain import explain_method
 
-    assert explain_method(ConvNextConfig()) is None
-    assert explain_method(ViTConfig()) == "attention-rollout"
-    assert explain_method(SiglipConfig()) == "attention-rollout"
+    assert explain_method(ConvNextConfig().model_type) is None
+    assert explain_method(ViTConfig().model_type) == "attention-rollout"
+    assert explain_method(SiglipConfig().model_type) == "attention-rollout"

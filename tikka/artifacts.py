@@ -6,7 +6,8 @@ weights) that ``AutoModelForImageClassification`` can load.
 
 Imports are atomic: files are downloaded and verified in a temporary directory,
 and ``bentoml.models.create`` only moves a model into the store when its block
-exits cleanly. Store versions are derived from the content (object generations
+exits cleanly. Each import also exports the ONNX graph that is served
+(tikka/export.py) into the same model. Store versions are derived from the content (object generations
 and checksums, or file hashes), so an unchanged source maps to a version that
 is already there and nothing is downloaded.
 """
@@ -26,6 +27,9 @@ from typing import Any
 
 import bentoml
 from bentoml.exceptions import NotFound
+
+from tikka.classifier import config_labels
+from tikka.export import EXPORT_VERSION, export_onnx
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
@@ -89,12 +93,6 @@ def validate_checkpoint_dir(directory: Path) -> dict[str, Any]:
     return config
 
 
-def checkpoint_labels(config: dict[str, Any]) -> list[str]:
-    if config.get("id2label"):
-        return [config["id2label"][key] for key in sorted(config["id2label"], key=int)]
-    return list(config["label_names"])  # timm's save_for_hf writes label_names
-
-
 def find_model(tag: str) -> bentoml.Model | None:
     try:
         return bentoml.models.get(tag)
@@ -122,11 +120,15 @@ def import_checkpoint(
         target = Path(model.path)
         write_checkpoint(target)
         config = validate_checkpoint_dir(target)
-        labels = checkpoint_labels(config)
+        labels = config_labels(config)
+        onnx_graph = export_onnx(target)
         model.info.metadata.update(
             {
                 "labels": labels,
                 "num_labels": len(labels),
+                # The served graph (tikka/export.py), or None: served with torch.
+                "onnx_graph": onnx_graph.name if onnx_graph else None,
+                "onnx_export_version": EXPORT_VERSION,
                 "architecture": (config.get("architectures") or [config.get("architecture", "unknown")])[0],
                 "files_sha256": {
                     p.name: sha256_file(p) for p in sorted(target.iterdir()) if p.is_file()
@@ -146,7 +148,9 @@ def copy_checkpoint_dir(source: Path) -> Callable[[Path], None]:
 
 
 def content_version(manifest: Any) -> str:
-    return hashlib.sha256(json.dumps(manifest, sort_keys=True).encode()).hexdigest()[:16]
+    """A store version from the source's content and the export recipe (a new recipe, a new version)."""
+    versioned = {"source": manifest, "onnx_export": EXPORT_VERSION}
+    return hashlib.sha256(json.dumps(versioned, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)

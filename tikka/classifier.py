@@ -1,21 +1,57 @@
-"""Model loading, device choice, batched inference and top-k.
+"""Model loading, batched inference, explanations and top-k, on ONNX Runtime or torch.
 
-No HTTP in here: the classifier is usable (and tested) on its own.
+No HTTP in here: the classifier is usable (and tested) on its own. Both
+runtimes take what the gateway ships, uint8 pixels (N, H, W, 3) already
+resized and cropped, and normalise a whole batch at once. ONNX Runtime serves
+the graph exported at import time (tikka/export.py): about 3x torch's speed on
+a 2-core CPU (benchmarks/REPORT.md). Torch serves a checkpoint that has no
+export, and is imported only then.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import threading
 from pathlib import Path
 
 import numpy as np
-import torch
+
+from tikka.explain import Explanation, attention_shape, explain_method, normalise
+from tikka.imaging import InputSpec
 
 logger = logging.getLogger(__name__)
 
+ONNX_FILE = "model.onnx"  # written by tikka/export.py beside the checkpoint
 
-def select_device(preference: str = "auto") -> torch.device:
-    """CUDA, then Apple MPS, then CPU, unless the settings name one."""
+
+def read_config(model_path: str | Path) -> dict:
+    """The checkpoint's config.json, as plain JSON (no transformers needed)."""
+    return json.loads((Path(model_path) / "config.json").read_text())
+
+
+def model_type(config: dict) -> str | None:
+    """transformers' model_type; timm's save_for_hf writes none (AutoConfig knows it by pretrained_cfg)."""
+    return config.get("model_type") or ("timm_wrapper" if "pretrained_cfg" in config else None)
+
+
+def config_labels(config: dict) -> list[str]:
+    """Class names in index order, from id2label (or timm's label_names)."""
+    if config.get("id2label"):
+        return [config["id2label"][key] for key in sorted(config["id2label"], key=int)]
+    return list(config["label_names"])
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def select_device(preference: str = "auto"):
+    """CUDA, then Apple MPS, then CPU, unless the settings name one (torch runtime)."""
+    import torch
+
     if preference != "auto":
         return torch.device(preference)
     if torch.cuda.is_available():
@@ -25,34 +61,167 @@ def select_device(preference: str = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def config_labels(config) -> list[str]:
-    """Class names from the checkpoint's own id2label, in index order."""
-    return [config.id2label[i] for i in range(len(config.id2label))]
+GRAPH_RUNTIMES = ("openvino", "onnxruntime")
 
 
-def checkpoint_config(model_path: str | Path):
-    """The checkpoint's config alone, without loading weights (for the gateway)."""
-    from transformers import AutoConfig
+def load_classifier(model_path: str | Path, runtime: str = "openvino", device: str = "auto",
+                    threads: int | None = None) -> GraphClassifier | TorchClassifier:
+    """The configured runtime, or torch (with a log line) for a checkpoint that has no ONNX export."""
+    model_path = Path(model_path)
+    if runtime in GRAPH_RUNTIMES:
+        if (model_path / ONNX_FILE).is_file():
+            return GraphClassifier(model_path, runtime, device, threads)
+        logger.warning(
+            "%s has no %s (its architecture did not export): serving it with torch", model_path, ONNX_FILE
+        )
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise RuntimeError(
+            f"{model_path} must be served with torch, which is not installed here: add"
+            " requirements-models.txt to the Bento's python requirements"
+        ) from None
+    return TorchClassifier(model_path, device, threads)
 
-    return AutoConfig.from_pretrained(str(model_path))
+
+class _Classifier:
+    """What both runtimes share: the checkpoint's config, labels and input geometry."""
+
+    runtime: str
+
+    def __init__(self, model_path: Path):
+        self.model_path = model_path
+        self.config = read_config(model_path)
+        self.labels = config_labels(self.config)
+        self.input_spec = InputSpec.from_checkpoint(model_path)
+        self.explain_method = explain_method(model_type(self.config))
+
+    def warm_up(self) -> None:
+        """One real inference, so the first request does not pay for lazy initialisation."""
+        spec = self.input_spec
+        self.predict_proba(np.zeros((1, spec.height, spec.width, 3), dtype=np.uint8))
+
+    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
 
 
-class ImageClassifier:
-    """An ``AutoModelForImageClassification`` checkpoint, loaded once, frozen."""
+class GraphClassifier(_Classifier):
+    """The exported graph on OpenVINO or ONNX Runtime, fp32.
 
-    def __init__(self, model_path: str | Path, device: str = "auto"):
+    Both read the same ``model.onnx``; which is faster depends on the CPU
+    (benchmarks/REPORT.md measures both), so the runtime is a setting.
+    """
+
+    def __init__(self, model_path: Path, runtime: str = "openvino", device: str = "auto",
+                 threads: int | None = None):
+        super().__init__(model_path)
+        self.runtime = runtime
+        self.device_preference, self.threads = device, threads
+        self._torch: TorchClassifier | None = None
+        self._torch_lock = threading.Lock()
+        threads = threads or os.cpu_count() or 1
+        if runtime == "openvino":
+            self._run, self.outputs, self.device = _openvino(model_path / ONNX_FILE, device, threads)
+        else:
+            self._run, self.outputs, self.device = _onnxruntime(model_path / ONNX_FILE, device, threads)
+        logger.info("loaded %s (%d classes) on %s, %s", model_path.name, len(self.labels), runtime, self.device)
+
+    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 -> (N, num_classes) softmax probabilities."""
+        (logits,) = self._run(["logits"], np.ascontiguousarray(pixels, dtype=np.uint8))
+        return softmax(logits.astype(np.float32))
+
+    def explain(self, pixels: np.ndarray) -> Explanation | None:
+        """The graph's own explanation of one image; torch's where the graph has none."""
+        if "explanation" not in self.outputs:
+            return self._torch_classifier().explain(pixels) if self.explain_method else None
+        logits, relevance = self._run(["logits", "explanation"], np.ascontiguousarray(pixels, dtype=np.uint8))
+        probabilities = softmax(logits[0].astype(np.float32))
+        class_index = int(probabilities.argmax())
+        layers, heads = attention_shape(self.config) if self.explain_method == "attention-rollout" else (1, 0)
+        return Explanation(
+            heatmap=normalise(relevance[0]),
+            class_index=class_index,
+            confidence=float(probabilities[class_index]),
+            method=self.explain_method,
+            num_layers=layers,
+            num_heads=heads,
+        )
+
+    def _torch_classifier(self) -> TorchClassifier:
+        """Grad-CAM needs gradients, which the graph lacks for heads that are not pool + linear."""
+        with self._torch_lock:
+            if self._torch is None:
+                logger.info("%s: its graph has no explanation output; explaining with torch", self.model_path.name)
+                self._torch = TorchClassifier(self.model_path, self.device_preference, self.threads)
+            return self._torch
+
+
+def _onnxruntime(path: Path, device: str, threads: int):
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Spinning threads burn the cores that the gateway's decoding needs between
+    # batches: with spinning on, the two fought and the pipeline ran at half speed.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    providers = ["CPUExecutionProvider"]
+    if device in ("auto", "cuda") and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+        providers.insert(0, "CUDAExecutionProvider")
+    session = onnxruntime.InferenceSession(str(path), options, providers=providers)
+
+    def run(names: list[str], pixels: np.ndarray) -> list[np.ndarray]:
+        return session.run(names, {"pixels": pixels})
+
+    return run, [output.name for output in session.get_outputs()], session.get_providers()[0]
+
+
+def _openvino(path: Path, device: str, threads: int):
+    import openvino
+
+    core = openvino.Core()
+    target = "GPU" if device in ("auto", "cuda") and "GPU" in core.available_devices else "CPU"
+    # f32 explicitly: on CPUs with bf16 units OpenVINO would otherwise pick bf16,
+    # which moved logits by 5e-2 (allowed only behind a setting, not by default).
+    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    if target == "CPU":
+        config["INFERENCE_NUM_THREADS"] = threads
+    compiled = core.compile_model(str(path), target, config)
+    # An infer request is not thread-safe: one per thread (classify and explain run concurrently).
+    local = threading.local()
+
+    def run(names: list[str], pixels: np.ndarray) -> list[np.ndarray]:
+        if not hasattr(local, "request"):
+            local.request = compiled.create_infer_request()
+        results = local.request.infer({"pixels": pixels})
+        return [results[compiled.output(name)] for name in names]
+
+    return run, [name for output in compiled.outputs for name in output.get_names()], target
+
+
+class TorchClassifier(_Classifier):
+    """An ``AutoModelForImageClassification`` checkpoint on torch, loaded once, frozen."""
+
+    runtime = "torch"
+
+    def __init__(self, model_path: Path, device: str = "auto", threads: int | None = None):
+        import torch
         from transformers import AutoModelForImageClassification
 
+        from tikka.export import normalisation
+
+        super().__init__(model_path)
+        if threads:
+            torch.set_num_threads(threads)
         self.device = select_device(device)
         self.model = AutoModelForImageClassification.from_pretrained(str(model_path))
         self.model.eval().requires_grad_(False).to(self.device)
-        self.labels = config_labels(self.model.config)
+        self.scale, self.offset = (t.to(self.device) for t in normalisation(self.input_spec))
         self.explain_model = self._load_explain_model(model_path)
-        logger.info(
-            "loaded %s (%d classes) on %s", type(self.model).__name__, len(self.labels), self.device
-        )
+        logger.info("loaded %s (%d classes) on torch, %s", type(self.model).__name__, len(self.labels), self.device)
 
-    def _load_explain_model(self, model_path: str | Path):
+    def _load_explain_model(self, model_path: Path):
         """The model explanations run on.
 
         Only eager attention returns attention weights, and switching the shared
@@ -62,33 +231,32 @@ class ImageClassifier:
         """
         from transformers import AutoModelForImageClassification
 
-        from tikka.explain import explain_method
-
-        if explain_method(self.model.config) != "attention-rollout":
+        if self.explain_method != "attention-rollout":
             return self.model
-        eager = AutoModelForImageClassification.from_pretrained(
-            str(model_path), attn_implementation="eager"
-        )
+        eager = AutoModelForImageClassification.from_pretrained(str(model_path), attn_implementation="eager")
         return eager.eval().requires_grad_(False).to(self.device)
 
-    def predict_proba(self, pixel_values: np.ndarray) -> np.ndarray:
-        """(N, 3, H, W) float32 -> (N, num_classes) softmax probabilities."""
-        batch = torch.from_numpy(np.ascontiguousarray(pixel_values, dtype=np.float32))
+    def normalise(self, pixels: np.ndarray):
+        """uint8 (N, H, W, 3) -> the processor's float (N, 3, H, W), on the device."""
+        import torch
+
+        batch = torch.from_numpy(np.require(pixels, np.uint8, ["C", "W"])).to(self.device)
+        return batch.permute(0, 3, 1, 2).float() * self.scale + self.offset
+
+    def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 -> (N, num_classes) softmax probabilities."""
+        import torch
+
         with torch.inference_mode():
-            logits = self.model(pixel_values=batch.to(self.device)).logits
+            logits = self.model(pixel_values=self.normalise(pixels)).logits
             return logits.float().softmax(dim=-1).cpu().numpy()
 
-    def input_shape(self) -> tuple[int, int, int]:
-        config = self.model.config
-        if getattr(config, "pretrained_cfg", None):  # timm wrapper
-            return tuple(config.pretrained_cfg["input_size"])
-        vision = getattr(config, "vision_config", config)
-        size = vision.image_size
-        return (3, size, size) if isinstance(size, int) else (3, *size)
+    def explain(self, pixels: np.ndarray) -> Explanation | None:
+        from tikka.explain import explain
 
-    def warm_up(self) -> None:
-        """One real inference, so the first request does not pay for lazy initialisation."""
-        self.predict_proba(np.zeros((1, *self.input_shape()), dtype=np.float32))
+        if self.explain_method is None:
+            return None
+        return explain(self.explain_model, self.normalise(pixels))
 
 
 def top_k_labels(probabilities: np.ndarray, labels: list[str], k: int) -> dict[str, float]:

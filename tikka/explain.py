@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-import torch
 from PIL import Image
 
 from tikka.imaging import ViewBox
@@ -73,20 +72,34 @@ ATTENTION_FAMILIES: dict[str, tuple[int, Literal["cls", "mean"]]] = {
 }
 
 
-def explain_method(config) -> str | None:
-    """'grad-cam', 'attention-rollout', or None when this model cannot be explained here."""
-    if getattr(config, "model_type", None) == "timm_wrapper":
+def explain_method(model_type: str | None) -> str | None:
+    """'grad-cam', 'attention-rollout', or None when this model type cannot be explained here."""
+    if model_type == "timm_wrapper":
         return "grad-cam"
-    if getattr(config, "model_type", None) in ATTENTION_FAMILIES:
+    if model_type in ATTENTION_FAMILIES:
         return "attention-rollout"
     return None
 
 
+def vision_config(config: dict) -> dict:
+    """The vision part of a checkpoint's config.json (SigLIP nests it)."""
+    return config.get("vision_config") or config
+
+
+def attention_shape(config: dict) -> tuple[int, int]:
+    """(layers, heads) that attention rollout fuses, from config.json."""
+    vision = vision_config(config)
+    return int(vision.get("num_hidden_layers", 12)), int(vision.get("num_attention_heads", 12))
+
+
 def token_layout(config) -> TokenLayout:
-    prefix, readout = ATTENTION_FAMILIES[config.model_type]
-    vision = getattr(config, "vision_config", config)
-    image_h, image_w = _pair(vision.image_size)
-    patch_h, patch_w = _pair(vision.patch_size)
+    """From a transformers config object or its config.json as a dict."""
+    if not isinstance(config, dict):
+        config = config.to_dict()
+    prefix, readout = ATTENTION_FAMILIES[config["model_type"]]
+    vision = vision_config(config)
+    image_h, image_w = _pair(vision.get("image_size", 224))
+    patch_h, patch_w = _pair(vision.get("patch_size", 16))
     return TokenLayout((image_h // patch_h, image_w // patch_w), prefix, readout)
 
 
@@ -94,13 +107,13 @@ def _pair(value) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
-def explain(model, pixel_values: torch.Tensor) -> Explanation:
-    """Explain the top-1 class of one image (1, 3, H, W).
+def explain(model, pixel_values) -> Explanation:
+    """Explain the top-1 class of one image (1, 3, H, W) with torch.
 
     For transformers, ``model`` must use eager attention (only it returns
     attention weights): the classifier keeps a separate eager copy for this.
     """
-    method = explain_method(model.config)
+    method = explain_method(model.config.model_type)
     if method == "grad-cam":
         return grad_cam(model.timm_model, pixel_values)
     if method == "attention-rollout":
@@ -108,13 +121,15 @@ def explain(model, pixel_values: torch.Tensor) -> Explanation:
     raise UnsupportedModelError(f"no explanation method for {type(model).__name__}")
 
 
-def explain_with_attention(model, pixel_values: torch.Tensor) -> Explanation:
+def explain_with_attention(model, pixel_values) -> Explanation:
+    import torch
+
     layout = token_layout(model.config)
     with torch.inference_mode():
         outputs = model(pixel_values=pixel_values, output_attentions=True)
     if not outputs.attentions:
         raise UnsupportedModelError("the model returned no attentions (is attention eager?)")
-    attentions = [layer[0].float() for layer in outputs.attentions]
+    attentions = [layer.float() for layer in outputs.attentions]
     tokens = attentions[0].shape[-1]
     if tokens != layout.num_tokens:
         raise UnsupportedModelError(
@@ -123,45 +138,54 @@ def explain_with_attention(model, pixel_values: torch.Tensor) -> Explanation:
         )
     probabilities = outputs.logits[0].float().softmax(dim=-1)
     class_index = int(probabilities.argmax())
-    heatmap = rollout_heatmap(attention_rollout(attentions), layout)
+    heatmap = rollout_heatmap(attention_rollout(attentions), layout)[0]
     return Explanation(
-        heatmap=normalise(heatmap),
+        heatmap=normalise(heatmap.numpy()),
         class_index=class_index,
         confidence=float(probabilities[class_index]),
         method="attention-rollout",
         num_layers=len(attentions),
-        num_heads=attentions[0].shape[0],
+        num_heads=attentions[0].shape[1],
     )
 
 
-def attention_rollout(attentions: Sequence[torch.Tensor], residual: float = 0.5) -> torch.Tensor:
-    """Per-layer (heads, tokens, tokens) attentions -> (tokens, tokens) rollout."""
+def attention_rollout(attentions: Sequence, residual: float = 0.5):
+    """Per-layer (N, heads, tokens, tokens) attention tensors -> (N, tokens, tokens) rollout.
+
+    Torch operations only, so that the ONNX export (tikka/export.py) traces the
+    very same arithmetic into the served graph.
+    """
+    import torch
+
     tokens = attentions[0].shape[-1]
     identity = torch.eye(tokens, dtype=torch.float64)
-    rollout = identity.clone()
+    rollout = identity.expand(attentions[0].shape[0], tokens, tokens)
     for layer in attentions:
-        fused = layer.double().mean(dim=0)
+        fused = layer.double().mean(dim=1)
         mixed = residual * identity + (1 - residual) * fused
         mixed = mixed / mixed.sum(dim=-1, keepdim=True)
         rollout = mixed @ rollout
     return rollout
 
 
-def rollout_heatmap(rollout: torch.Tensor, layout: TokenLayout) -> np.ndarray:
+def rollout_heatmap(rollout, layout: TokenLayout):
+    """(N, tokens, tokens) rollout -> (N, grid_h, grid_w) relevance of each patch."""
     patches = slice(layout.prefix_tokens, layout.num_tokens)
     if layout.readout == "cls":
-        relevance = rollout[0, patches]
+        relevance = rollout[:, 0, patches]
     else:
-        relevance = rollout[patches, patches].mean(dim=0)
-    return relevance.reshape(layout.grid).numpy()
+        relevance = rollout[:, patches, patches].mean(dim=1)
+    return relevance.reshape(-1, *layout.grid)
 
 
-def grad_cam(timm_model, pixel_values: torch.Tensor) -> Explanation:
+def grad_cam(timm_model, pixel_values) -> Explanation:
     """Grad-CAM (Selvaraju et al. 2017) on the last convolutional stage of a timm CNN.
 
     The weights are frozen, so gradients flow only into a detached copy of the
     feature map: thread-safe beside concurrent inference on the same model.
     """
+    import torch
+
     with torch.no_grad():
         features = timm_model.forward_features(pixel_values)
     if features.ndim != 4:

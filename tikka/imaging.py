@@ -7,6 +7,7 @@ anything reaches a batch: one bad image in a batch would fail the whole batch.
 from __future__ import annotations
 
 import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,51 +105,95 @@ class ViewBox:
     bottom: float
 
 
-class ImagePreprocessor:
-    """The checkpoint's own image processor, plus the geometry of what it crops."""
+RESAMPLING = {
+    "nearest": Image.Resampling.NEAREST,
+    "bilinear": Image.Resampling.BILINEAR,
+    "bicubic": Image.Resampling.BICUBIC,
+    "lanczos": Image.Resampling.LANCZOS,
+}
 
-    def __init__(self, model_path: str | Path):
-        from transformers import AutoImageProcessor
 
-        self.processor = AutoImageProcessor.from_pretrained(str(model_path))
-        self.resize_size, self.crop_fraction = _processor_geometry(self.processor)
+@dataclass(frozen=True)
+class InputSpec:
+    """How a checkpoint wants its pixels, read from its own files.
+
+    Read from ``config.json`` (timm's ``pretrained_cfg``) or
+    ``preprocessor_config.json`` (transformers) as plain JSON, so that the
+    gateway needs neither transformers nor torch to prepare an image. The
+    normalisation (``mean``, ``std``, ``rescale``) is applied by the classifier
+    to a whole batch, inside the exported graph where there is one.
+    """
+
+    height: int  # what the model sees
+    width: int
+    resize: int | None  # short side before a centre crop; None: squash to (height, width)
+    resample: Image.Resampling
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    rescale: float = 1 / 255
+    # torchvision (timm) rounds the crop offset, transformers floors it.
+    round_crop_offset: bool = True
+
+    @classmethod
+    def from_checkpoint(cls, model_path: str | Path) -> InputSpec:
+        model_path = Path(model_path)
+        config = json.loads((model_path / "config.json").read_text())
+        if cfg := config.get("pretrained_cfg"):  # timm: resize short side to input/crop_pct, centre crop
+            _, height, width = cfg["input_size"]
+            crop_pct = float(cfg.get("crop_pct", 1.0))
+            if cfg.get("crop_mode", "center") != "center":
+                raise ValueError(f"unsupported timm crop_mode {cfg.get('crop_mode')!r}")
+            return cls(
+                height=height, width=width, resize=math.floor(max(height, width) / crop_pct),
+                resample=RESAMPLING[cfg.get("interpolation", "bicubic")],
+                mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+            )
+        processor = json.loads((model_path / "preprocessor_config.json").read_text())
+        size = processor.get("size") or {}
+        resample = Image.Resampling(processor.get("resample", Image.Resampling.BILINEAR))
+        mean = tuple(processor.get("image_mean", (0.0, 0.0, 0.0))) if processor.get("do_normalize", True) else (0.0,) * 3
+        std = tuple(processor.get("image_std", (1.0, 1.0, 1.0))) if processor.get("do_normalize", True) else (1.0,) * 3
+        rescale = float(processor.get("rescale_factor", 1 / 255)) if processor.get("do_rescale", True) else 1.0
+        common = {"resample": resample, "mean": mean, "std": std, "rescale": rescale, "round_crop_offset": False}
+        if "height" in size and "width" in size:  # ViT, SigLIP: squash to a fixed size
+            return cls(height=int(size["height"]), width=int(size["width"]), resize=None, **common)
+        if "shortest_edge" in size and processor.get("do_center_crop"):
+            crop = processor["crop_size"]
+            return cls(height=int(crop["height"]), width=int(crop["width"]), resize=int(size["shortest_edge"]), **common)
+        raise ValueError(f"cannot tell how {model_path} resizes images: size={size}")
 
     @property
     def draft_size(self) -> int:
-        # Twice the resize target keeps the final bicubic downscale doing real
+        # Twice the resize target keeps the final downscale doing real
         # anti-aliasing work, so the draft decode barely moves probabilities.
-        return 2 * self.resize_size
+        return 2 * (self.resize or max(self.height, self.width))
 
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        """One RGB image -> float32 array (3, H, W), exactly as the processor makes it."""
-        pixel_values = self.processor(images=image, return_tensors="pt")["pixel_values"]
-        return pixel_values[0].numpy().astype(np.float32, copy=False)
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """One RGB image -> uint8 (height, width, 3): the processor's geometry, not its arithmetic.
+
+        Written with PIL rather than the checkpoint's processor because the
+        processor needs torch and ships float32 (four times the bytes); the
+        pixels are the same (tests/test_imaging.py checks both against it).
+        """
+        if self.resize is None:
+            return np.asarray(image.resize((self.width, self.height), self.resample))
+        width, height = image.size
+        # torchvision's and transformers' rule: the short side becomes `resize`,
+        # the long side is truncated, not rounded.
+        if width <= height:
+            size = (self.resize, int(self.resize * height / width))
+        else:
+            size = (int(self.resize * width / height), self.resize)
+        resized = image.resize(size, self.resample)
+        offset = (lambda x: int(round(x))) if self.round_crop_offset else (lambda x: int(x // 1))
+        left, top = offset((size[0] - self.width) / 2), offset((size[1] - self.height) / 2)
+        return np.asarray(resized.crop((left, top, left + self.width, top + self.height)))
 
     def view_box(self, width: int, height: int) -> ViewBox:
-        """Where the processor's centre crop lies in an image of this size."""
-        if self.crop_fraction is None:  # resized to a fixed size, nothing cropped
+        """Where the centre crop lies in an image of this size."""
+        if self.resize is None:  # squashed to a fixed size, nothing cropped
             return ViewBox(0, 0, width, height)
-        side = min(width, height) * self.crop_fraction
-        left, top = (width - side) / 2, (height - side) / 2
-        return ViewBox(left, top, left + side, top + side)
-
-
-def _processor_geometry(processor) -> tuple[int, float | None]:
-    """(longest resize target in px, centre-crop fraction of the short side or None)."""
-    data_config = getattr(processor, "data_config", None)
-    if data_config:  # timm: resize short side to input/crop_pct, centre crop input
-        input_size = int(data_config["input_size"][-1])
-        crop_pct = float(data_config.get("crop_pct", 1.0))
-        if data_config.get("crop_mode", "center") != "center":
-            raise ValueError(f"unsupported timm crop_mode {data_config.get('crop_mode')!r}")
-        return math.floor(input_size / crop_pct), crop_pct
-    size = dict(getattr(processor, "size", None) or {})
-    if "shortest_edge" in size:
-        resize = int(size["shortest_edge"])
-        if getattr(processor, "do_center_crop", False):
-            crop = dict(processor.crop_size)
-            return resize, min(crop["height"], crop["width"]) / resize
-        return resize, None
-    if "height" in size and "width" in size:  # ViT, SigLIP: squash to a fixed size
-        return max(int(size["height"]), int(size["width"])), None
-    raise ValueError(f"cannot tell how {type(processor).__name__} resizes images: size={size}")
+        scale = min(width, height) / self.resize
+        crop_w, crop_h = self.width * scale, self.height * scale
+        left, top = (width - crop_w) / 2, (height - crop_h) / 2
+        return ViewBox(left, top, left + crop_w, top + crop_h)
