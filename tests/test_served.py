@@ -96,6 +96,38 @@ def test_sustained_concurrent_load_has_no_failures(bento, photo):
     assert statuses.count(200) == 240, {s: statuses.count(s) for s in set(statuses)}
 
 
+def test_latency_returns_to_idle_after_a_burst(bento, photo):
+    """BentoML's batcher learnt its wait from queueing during a burst and then held every
+    lone request that long (5x the idle latency, for minutes); tikka/batching.py caps it."""
+    data = photo("pizza.jpg")
+
+    def idle_latency() -> float:
+        timings = []
+        with httpx.Client(timeout=60) as http:
+            for _ in range(15):
+                response = http.post(f"{bento}/predict", files={"image": ("p.jpg", data, "image/jpeg")})
+                assert response.status_code == 200
+                timings.append(response.elapsed.total_seconds())
+        return sorted(timings)[len(timings) // 2]
+
+    async def load(seconds: float) -> None:
+        """16 clients back to back for longer than the batcher's 5 s refresh interval."""
+        deadline = asyncio.get_running_loop().time() + seconds
+
+        async def client(http: httpx.AsyncClient) -> None:
+            while asyncio.get_running_loop().time() < deadline:
+                response = await http.post(f"{bento}/predict", files={"image": ("p.jpg", data, "image/jpeg")})
+                assert response.status_code == 200
+
+        async with httpx.AsyncClient(timeout=120) as http:
+            await asyncio.gather(*(client(http) for _ in range(16)))
+
+    before = idle_latency()
+    asyncio.run(load(12))
+    after = idle_latency()
+    assert after < 2 * before, f"median {after * 1000:.0f} ms after the burst, {before * 1000:.0f} ms before"
+
+
 def test_every_bad_input_gets_its_status(bento, photo):
     for case_id, request, status, error in helpers.bad_uploads(2_000_000, 4_000_000, photo("pizza.jpg")):
         response = httpx.post(f"{bento}/predict", timeout=60, **request)

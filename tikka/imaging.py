@@ -72,7 +72,8 @@ def decode_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None
         image.load()
     except (OSError, SyntaxError, ValueError) as exc:
         raise NotAnImage(f"the image data is truncated or corrupt ({exc})") from None
-    image = ImageOps.exif_transpose(image)
+    # in_place: without it Pillow returns a full copy even when there is nothing to turn.
+    ImageOps.exif_transpose(image, in_place=True)
     return to_rgb(image)
 
 

@@ -23,6 +23,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import StreamingResponse
 
 from tikka import metrics
+from tikka.batching import cap_batching_wait
 from tikka.api import ENTRY_SERVICE, JSONErrorBodies, api_app, error_response
 from tikka.classifier import config_labels, load_classifier, model_type, read_config, top_k_labels
 from tikka.errors import (
@@ -47,6 +48,7 @@ from tikka.settings import get_settings
 from tikka.upload_guard import UploadGuard, upload_info
 
 settings = get_settings()
+cap_batching_wait()
 UPLOAD_FIELD = "image"
 UPLOAD_ROUTES = ("/predict", "/predict/explain")
 
