@@ -23,8 +23,8 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import StreamingResponse
 
 from tikka import metrics
-from tikka.batching import cap_batching_wait
 from tikka.api import ENTRY_SERVICE, JSONErrorBodies, api_app, error_response
+from tikka.batching import cap_batching_wait
 from tikka.classifier import config_labels, load_classifier, model_type, read_config, top_k_labels
 from tikka.errors import (
     ClassifierBusy,
