@@ -22,6 +22,8 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 export BENTOML_HOME ?= $(CURDIR)/.bentoml
 export BENTOML_CONFIG ?= $(CURDIR)/configuration.yaml
 export BENTOML_DO_NOT_TRACK := true
+# As in the Bento image (bentofile.yaml envs): two malloc arenas, not one per thread.
+export MALLOC_ARENA_MAX ?= 2
 
 .PHONY: setup model serve sidecar stack frontend browser screenshots test test-fast lint bench load build lock clean
 

@@ -71,16 +71,22 @@ def served_bento(
             process.wait()
 
 
-def wait_ready(url: str, process: subprocess.Popen, log_path: Path, timeout: float) -> None:
+def wait_ready(
+    url: str, process: subprocess.Popen, log_path: Path | None, timeout: float, path: str = "/readyz"
+) -> None:
+    """Poll ``url + path`` until it answers 200; fail early, with the log, if the process exits."""
+    def log() -> str:
+        return log_path.read_text()[-4000:] if log_path else ""
+
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise RuntimeError(f"bentoml serve exited with {process.returncode}:\n{log_path.read_text()[-4000:]}")
+            raise RuntimeError(f"{process.args[:4]} exited with {process.returncode}:\n{log()}")
         with contextlib.suppress(httpx.HTTPError):
-            if httpx.get(f"{url}/readyz", timeout=2).status_code == 200:
+            if httpx.get(f"{url}{path}", timeout=2).status_code == 200:
                 return
-        time.sleep(0.5)
-    raise TimeoutError(f"{url} not ready in {timeout}s:\n{log_path.read_text()[-4000:]}")
+        time.sleep(0.3)
+    raise TimeoutError(f"{url}{path} not ready in {timeout}s:\n{log()}")
 
 
 def metric_value(metrics_text: str, name: str, **labels: str) -> float:

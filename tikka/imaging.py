@@ -151,11 +151,14 @@ class InputSpec:
             )
         processor = json.loads((model_path / "preprocessor_config.json").read_text())
         size = processor.get("size") or {}
-        resample = Image.Resampling(processor.get("resample", Image.Resampling.BILINEAR))
-        mean = tuple(processor.get("image_mean", (0.0, 0.0, 0.0))) if processor.get("do_normalize", True) else (0.0,) * 3
-        std = tuple(processor.get("image_std", (1.0, 1.0, 1.0))) if processor.get("do_normalize", True) else (1.0,) * 3
-        rescale = float(processor.get("rescale_factor", 1 / 255)) if processor.get("do_rescale", True) else 1.0
-        common = {"resample": resample, "mean": mean, "std": std, "rescale": rescale, "round_crop_offset": False}
+        normalize = processor.get("do_normalize", True)
+        common = {
+            "resample": Image.Resampling(processor.get("resample", Image.Resampling.BILINEAR)),
+            "mean": tuple(processor.get("image_mean", (0.0,) * 3)) if normalize else (0.0,) * 3,
+            "std": tuple(processor.get("image_std", (1.0,) * 3)) if normalize else (1.0,) * 3,
+            "rescale": float(processor.get("rescale_factor", 1 / 255)) if processor.get("do_rescale", True) else 1.0,
+            "round_crop_offset": False,
+        }
         if "height" in size and "width" in size:  # ViT, SigLIP: squash to a fixed size
             return cls(height=int(size["height"]), width=int(size["width"]), resize=None, **common)
         if "shortest_edge" in size and processor.get("do_center_crop"):
@@ -186,7 +189,7 @@ class InputSpec:
         else:
             size = (int(self.resize * width / height), self.resize)
         resized = image.resize(size, self.resample)
-        offset = (lambda x: int(round(x))) if self.round_crop_offset else (lambda x: int(x // 1))
+        offset = round if self.round_crop_offset else math.floor
         left, top = offset((size[0] - self.width) / 2), offset((size[1] - self.height) / 2)
         return np.asarray(resized.crop((left, top, left + self.width, top + self.height)))
 

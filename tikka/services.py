@@ -48,7 +48,7 @@ from tikka.settings import get_settings
 from tikka.upload_guard import UploadGuard, upload_info
 
 settings = get_settings()
-cap_batching_wait()
+cap_batching_wait(settings.max_batch_wait_ms)
 UPLOAD_FIELD = "image"
 UPLOAD_ROUTES = ("/predict", "/predict/explain")
 
@@ -60,6 +60,8 @@ UPLOAD_ROUTES = ("/predict", "/predict/explain")
     # batch loop; the runtime itself uses every core inside each call.
     threads=2,
     traffic={"timeout": settings.request_timeout_s},
+    # Internal calls only: the gateway's access log already has a line per request.
+    logging={"access": {"enabled": False}},
     # BentoML 1.4.40's client to this service replaces its aiohttp session every
     # `max_requests` calls (default 100) or `max_age` seconds, and closes the old
     # session while other calls are still in flight on it: under 16 concurrent
@@ -129,12 +131,13 @@ class Gateway:
         self.labels = config_labels(config)
         self.explain_method = explain_method(model_type(config))
         self.model_tag = str(self.model_ref.tag)
+        self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
         api_app.state.model_tag = self.model_tag
         metrics.START_TIME.set(time.time())
 
     async def _decode(self, image: Path):
         """Read, validate, decode, resize and crop: CPU-bound, so one hop to a worker thread."""
-        return await anyio.to_thread.run_sync(self._decode_file, image)
+        return await anyio.to_thread.run_sync(self._decode_file, image, limiter=self.decode_limiter)
 
     def _decode_file(self, image: Path):
         data = image.read_bytes()
