@@ -140,6 +140,15 @@ def pixel_bomb_png(width: int, height: int) -> bytes:
     return encode(Image.new("1", (width, height), 0), "PNG", optimize=True)
 
 
+def png_text_bomb() -> bytes:
+    """A tiny PNG whose compressed text chunk inflates past PIL's 1 MB limit."""
+    from PIL import PngImagePlugin
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("comment", "0" * (3 * 1024 * 1024), zip=True)
+    return encode(Image.new("RGB", (8, 8)), "PNG", pnginfo=info)
+
+
 def truncated_jpeg(photo_bytes: bytes) -> bytes:
     return photo_bytes[: len(photo_bytes) // 3]
 
@@ -158,7 +167,11 @@ def bad_uploads(max_bytes: int, max_pixels: int, photo_bytes: bytes) -> list[tup
         ("declared-pdf", {"files": {"image": ("a.pdf", photo_bytes, "application/pdf")}}, 415, "unsupported_media_type"),
         ("json-body", {"json": {"image": "https://example.com/pizza.jpg"}}, 415, "unsupported_media_type"),
         ("url-in-file-field", {"files": {"image": (None, "http://127.0.0.1:9/pizza.jpg")}}, 400, "not_a_file"),
-        ("extra-field", {"files": {"image": ("p.jpg", photo_bytes, "image/jpeg"), "notes": ("n.bin", b"\xff\xfe\x00", "application/octet-stream")}}, 400, "unexpected_field"),
+        ("file-in-another-field", {"files": {"image": ("p.jpg", photo_bytes, "image/jpeg"), "notes": ("n.bin", b"\xff\xfe\x00", "application/octet-stream")}}, 400, "unexpected_field"),
+        ("multipart-without-boundary", {"content": b"garbage", "headers": {"Content-Type": "multipart/form-data"}}, 400, "malformed_form"),
+        ("multipart-garbage", {"content": b"not a multipart body", "headers": {"Content-Type": "multipart/form-data; boundary=xyz"}}, 400, "malformed_form"),
+        ("part-without-content-disposition", {"content": b"--xyz\r\nContent-Type: image/jpeg\r\n\r\nabc\r\n--xyz--\r\n", "headers": {"Content-Type": "multipart/form-data; boundary=xyz"}}, 400, "malformed_form"),
+        ("png-text-chunk-bomb", {"files": {"image": ("t.png", png_text_bomb(), "image/png")}}, 413, "image_too_large"),
         ("two-images", {"files": [("image", ("a.jpg", photo_bytes, "image/jpeg")), ("image", ("b.jpg", photo_bytes, "image/jpeg"))]}, 400, "too_many_files"),
         ("body-over-limit", {"files": {"image": ("big.jpg", photo_bytes + b"\0" * max_bytes, "image/jpeg")}}, 413, "upload_too_large"),
         ("pixel-bomb", {"files": {"image": ("bomb.png", pixel_bomb_png(side, side), "image/png")}}, 413, "image_too_large"),

@@ -83,6 +83,16 @@ def test_explain_returns_a_heatmap_png_of_the_upload_proportions(client, photo):
         assert png.format == "PNG" and png.size == (427, 640)
 
 
+@pytest.mark.parametrize("route", ["/predict", "/predict/explain"])
+def test_unknown_text_fields_are_ignored(client, photo, route):
+    """The replaced deployment's Streamlit app sends `label` beside the photo on explain."""
+    response = client.post(
+        route, files={"image": ("pizza.jpg", photo("pizza.jpg"), "image/jpeg")}, data={"label": "pizza", "note": "x"}
+    )
+    assert response.status_code == 200, response.text
+    assert response.json()["filename"] == "pizza.jpg"
+
+
 def test_explain_rejects_bad_input_like_predict(client):
     response = post_image(client, b"not an image", route="/predict/explain")
     assert response.status_code == 400 and response.json()["error"] == "not_an_image"

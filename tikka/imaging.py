@@ -59,6 +59,8 @@ def decode_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None
         ) from None
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"the image has more than {max_pixels} pixels") from None
+    except ValueError as exc:  # PIL's limit on a PNG text or ICC chunk: a decompression bomb too
+        raise ImageTooLarge(f"the image's metadata is too large to decode ({exc})") from None
 
     width, height = image.size
     if width * height > max_pixels:

@@ -56,8 +56,8 @@ UPLOAD_ROUTES = ("/predict", "/predict/explain")
 @bentoml.service(
     name="classifier",
     workers=1,
-    # Two threads: an explanation (a slow backward pass) must not hold up the
-    # batch loop; the runtime itself uses every core inside each call.
+    # Two threads: an explanation must not hold up the batch loop; the runtime
+    # itself uses every core inside each call.
     threads=2,
     traffic={"timeout": settings.request_timeout_s},
     # Internal calls only: the gateway's access log already has a line per request.

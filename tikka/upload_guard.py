@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from starlette.datastructures import Headers, UploadFile
+from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -128,13 +129,20 @@ class UploadGuard:
         request = Request(scope, replay(body, then=receive))
         try:
             form = await request.form(max_files=4, max_fields=16)
-        except MultiPartException as exc:
-            raise RequestRejected(400, "malformed_form", f"the multipart body is malformed: {exc}") from None
+        except (MultiPartException, HTTPException) as exc:
+            # Starlette wraps the parser's MultiPartException in HTTPException(400)
+            # whenever the scope has an app, as it does under BentoML.
+            detail = getattr(exc, "message", None) or getattr(exc, "detail", exc)
+            raise RequestRejected(400, "malformed_form", f"the multipart body is malformed: {detail}") from None
         try:
             values = form.getlist(self.field)
-            unexpected = sorted(set(form.keys()) - {self.field})
+            others = sorted(set(form.keys()) - {self.field})
+            # Text fields are ignored: clients of the deployment this one replaces
+            # send some (its Streamlit app sends `label` with the photo). A file in
+            # another field is refused: BentoML answered such a request with a 500.
+            unexpected = [k for k in others if any(isinstance(v, UploadFile) for v in form.getlist(k))]
             if not values:
-                got = f"; the form had {unexpected}" if unexpected else ""
+                got = f"; the form had {others}" if others else ""
                 raise RequestRejected(
                     422, "missing_field", f"the multipart file field '{self.field}' is required{got}"
                 )
@@ -142,7 +150,7 @@ class UploadGuard:
                 raise RequestRejected(
                     400,
                     "unexpected_field",
-                    f"unexpected form fields {unexpected}; send only the file field '{self.field}'",
+                    f"unexpected files in form fields {unexpected}; send the photo in the file field '{self.field}'",
                 )
             if len(values) > 1:
                 raise RequestRejected(400, "too_many_files", f"send one file in '{self.field}'")
