@@ -145,3 +145,48 @@ def test_view_box_is_the_centre_crop_of_the_short_side(default_model):
     box = spec.view_box(640, 400)
     assert (box.right - box.left) == pytest.approx(350) and (box.bottom - box.top) == pytest.approx(350)
     assert box.left == pytest.approx(145) and box.top == pytest.approx(25)
+
+
+PEAK_RSS_SCRIPT = """
+import resource, sys
+from PIL import Image
+from tikka.imaging import InputSpec
+spec = InputSpec.from_checkpoint(sys.argv[1])
+pixels = spec.preprocess(Image.new("RGB", (int(sys.argv[2]), int(sys.argv[3])), (200, 120, 40)))
+assert pixels.shape == (224, 224, 3), pixels.shape
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024, int(abs(pixels.astype(int) - [200, 120, 40]).max()))
+"""
+
+
+@pytest.mark.parametrize("size", [(20000, 1), (1, 3000), (3000, 2)])
+def test_extreme_aspect_ratios_are_resized_without_blowing_up_memory(default_model, size):
+    """A 20000x1 image once took 16 s and 5 GB: the full resize made a 5,120,000x256 image.
+
+    Measured as the peak RSS of a fresh process (RSS after the call says nothing:
+    the allocator hands the big buffer back)."""
+    import subprocess
+    import sys
+
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_SCRIPT, str(default_model.path), *map(str, size)],
+        cwd=helpers.ROOT, capture_output=True, text=True, check=True, timeout=120,
+    )
+    peak_mb, colour_error = map(int, result.stdout.split())
+    assert peak_mb < 200, f"peak RSS {peak_mb} MB"
+    assert colour_error <= 2  # a flat colour stays that colour
+
+
+def test_wide_panoramas_resize_only_the_crop_with_the_same_answers(default_model):
+    """The crop-only resize (past 4:1) against the full resize on a 5:1 panorama: same classification."""
+    from tikka.classifier import load_classifier
+
+    spec = InputSpec.from_checkpoint(default_model.path)
+    panorama = helpers.photo_image("pizza.jpg").resize((2000, 400))
+    width, height = panorama.size
+    size = (int(spec.resize * width / height), spec.resize)
+    left, top = round((size[0] - 224) / 2), round((size[1] - 224) / 2)
+    full = np.asarray(panorama.resize(size, spec.resample).crop((left, top, left + 224, top + 224)))
+    cropped_first = spec.preprocess(panorama)
+    classifier = load_classifier(default_model.path, "openvino", "cpu")
+    expected, actual = classifier.predict_proba(full[None]), classifier.predict_proba(cropped_first[None])
+    assert expected.argmax() == actual.argmax() and np.abs(expected - actual).max() < 1e-3

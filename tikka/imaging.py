@@ -108,6 +108,9 @@ class ViewBox:
     bottom: float
 
 
+# Past this long-to-short side ratio only the cropped region is resized (see preprocess).
+MAX_RESIZED_SIDES_RATIO = 4
+
 RESAMPLING = {
     "nearest": Image.Resampling.NEAREST,
     "bilinear": Image.Resampling.BILINEAR,
@@ -190,9 +193,16 @@ class InputSpec:
             size = (self.resize, int(self.resize * height / width))
         else:
             size = (int(self.resize * width / height), self.resize)
-        resized = image.resize(size, self.resample)
         offset = round if self.round_crop_offset else math.floor
         left, top = offset((size[0] - self.width) / 2), offset((size[1] - self.height) / 2)
+        if size[0] * size[1] > MAX_RESIZED_SIDES_RATIO * self.resize**2:
+            # A 20000x1 image would resize to 5,120,000x256 (3.9 GB) only to be
+            # cropped to 224x224: resize just the region the crop keeps. Within a
+            # few levels of the full resize, not bit-equal, hence only here.
+            scale_x, scale_y = width / size[0], height / size[1]
+            box = (left * scale_x, top * scale_y, (left + self.width) * scale_x, (top + self.height) * scale_y)
+            return np.asarray(image.resize((self.width, self.height), self.resample, box=box))
+        resized = image.resize(size, self.resample)
         return np.asarray(resized.crop((left, top, left + self.width, top + self.height)))
 
     def view_box(self, width: int, height: int) -> ViewBox:
