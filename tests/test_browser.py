@@ -210,3 +210,21 @@ def test_dashboard_numbers_match_metrics(browser, llm_bento, screenshots, photo)
     time.sleep(6)
     again = browser.find_element(By.CSS_SELECTOR, '#endpoints tr[data-endpoint="/predict"] td[data-field=total]')
     assert float(again.get_attribute("data-value")) == float(predict["total"])
+
+
+def test_markup_in_a_metric_label_never_runs_on_the_dashboard(browser, llm_bento):
+    """A 404's path becomes an endpoint label in /metrics; the dashboard shows it as text."""
+    from selenium.webdriver.common.by import By
+
+    payload = "/<img src=x onerror=\"document.title='pwned'\">"
+    assert httpx.get(f"{llm_bento}{payload}").status_code == 404
+    response = httpx.get(f"{llm_bento}/dashboard")
+    assert "script-src 'sha256-" in response.headers["content-security-policy"]
+    browser.get(f"{llm_bento}/dashboard")
+    wait_for(browser, lambda d: d.find_element(By.ID, "updated").text != "never")
+    # BentoML labels the 404 with its path; the page shows it as text, and nothing ran.
+    assert "onerror" in httpx.get(f"{llm_bento}/metrics").text
+    shown = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#endpoints tr[data-endpoint]")]
+    assert any("<img src=x onerror=" in text for text in shown), shown
+    assert not browser.find_elements(By.CSS_SELECTOR, "#endpoints img")
+    assert browser.title != "pwned"
