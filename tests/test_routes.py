@@ -93,6 +93,15 @@ def test_unknown_text_fields_are_ignored(client, photo, route):
     assert response.json()["filename"] == "pizza.jpg"
 
 
+@pytest.mark.parametrize("route", ["/llm/generate", "/llm/dish"])
+@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded"])
+def test_a_form_sent_to_a_json_route_is_a_415(client, route, content_type):
+    """BentoML parsed it as a form and answered 500."""
+    response = client.post(route, content=b"prompt=hi", headers={"Content-Type": content_type})
+    assert response.status_code == 415, response.text
+    assert response.json()["error"] == "unsupported_media_type" and "application/json" in response.json()["detail"]
+
+
 def test_explain_rejects_bad_input_like_predict(client):
     response = post_image(client, b"not an image", route="/predict/explain")
     assert response.status_code == 400 and response.json()["error"] == "not_an_image"

@@ -51,6 +51,7 @@ settings = get_settings()
 cap_batching_wait(settings.max_batch_wait_ms)
 UPLOAD_FIELD = "image"
 UPLOAD_ROUTES = ("/predict", "/predict/explain")
+JSON_ROUTES = ("/llm/generate", "/llm/dish")
 
 
 @bentoml.service(
@@ -267,5 +268,9 @@ Gateway.add_asgi_middleware(
     max_age=600,
 )
 Gateway.add_asgi_middleware(
-    UploadGuard, paths=UPLOAD_ROUTES, field=UPLOAD_FIELD, max_bytes=settings.max_upload_bytes
+    UploadGuard,
+    paths=UPLOAD_ROUTES,
+    field=UPLOAD_FIELD,
+    max_bytes=settings.max_upload_bytes,
+    json_paths=JSON_ROUTES,
 )
