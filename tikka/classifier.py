@@ -109,7 +109,7 @@ class GraphClassifier(_Classifier):
     """The exported graph on OpenVINO or ONNX Runtime, fp32.
 
     Both read the same ``model.onnx``; which is faster depends on the CPU
-    (benchmarks/REPORT.md measures both), so the runtime is a setting.
+    (the offline table of benchmarks/REPORT.md measures both), so the runtime is a setting.
     """
 
     def __init__(self, model_path: Path, runtime: str = "openvino", device: str = "auto",
