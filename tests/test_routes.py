@@ -102,6 +102,15 @@ def test_a_form_sent_to_a_json_route_is_a_415(client, route, content_type):
     assert response.json()["error"] == "unsupported_media_type" and "application/json" in response.json()["detail"]
 
 
+def test_docs_page_serves_swagger_ui_from_local_assets(client):
+    """The README and `/` point to /docs; it answered 404."""
+    page = client.get("/docs")
+    assert page.status_code == 200 and "text/html" in page.headers["content-type"]
+    assert "/docs.json" in page.text and "googletagmanager" not in page.text
+    for asset in ("/static_content/swagger-ui-bundle.js", "/static_content/swagger-ui.css"):
+        assert asset in page.text and client.get(asset).status_code == 200, asset
+
+
 def test_explain_rejects_bad_input_like_predict(client):
     response = post_image(client, b"not an image", route="/predict/explain")
     assert response.status_code == 400 and response.json()["error"] == "not_an_image"

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.datastructures import MutableHeaders
 from starlette.exceptions import HTTPException
 from starlette.responses import HTMLResponse, JSONResponse
@@ -130,7 +131,7 @@ class JSONErrorBodies:
 
 api_app = FastAPI(
     title=f"{SERVICE_NAME} GET routes",
-    docs_url=None,  # BentoML serves the whole service's OpenAPI at /docs
+    docs_url=None,  # /docs below shows the whole service's OpenAPI (BentoML's /docs.json)
     redoc_url=None,
     openapi_url=None,
 )
@@ -156,6 +157,22 @@ async def banner(request: Request) -> dict[str, str]:
         "predict": "POST /predict (multipart field 'image')",
         "docs": "/docs",
     }
+
+
+@api_app.get("/docs", include_in_schema=False)
+async def swagger_ui() -> HTMLResponse:
+    """Swagger UI for the whole service's OpenAPI document (BentoML's /docs.json).
+
+    BentoML's own page lives at `/`, where this app's banner answers, and loads a
+    tag manager; this one uses the Swagger assets BentoML bundles: no CDN, no tracking.
+    """
+    return get_swagger_ui_html(
+        openapi_url="/docs.json",
+        title=f"{SERVICE_NAME} API",
+        swagger_js_url="/static_content/swagger-ui-bundle.js",
+        swagger_css_url="/static_content/swagger-ui.css",
+        swagger_favicon_url="/static_content/favicon-light-32x32.png",
+    )
 
 
 @api_app.get("/health", summary="Process liveness", response_model=HealthResponse)
