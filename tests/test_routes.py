@@ -102,6 +102,17 @@ def test_a_form_sent_to_a_json_route_is_a_415(client, route, content_type):
     assert response.json()["error"] == "unsupported_media_type" and "application/json" in response.json()["detail"]
 
 
+@pytest.mark.parametrize("chunked", [False, True])
+def test_json_bodies_over_the_limit_are_a_413(client, chunked):
+    """A 100 MB JSON body used to be read whole."""
+    body = b'{"prompt": "' + b"x" * (settings.max_json_bytes + 10) + b'"}'
+    content = iter([body[:1000], body[1000:]]) if chunked else body  # an iterator: no Content-Length
+    response = client.post("/llm/generate", content=content, headers={"Content-Type": "application/json"})
+    assert response.status_code == 413, response.text
+    assert response.json()["error"] == "request_too_large"
+    assert str(settings.max_json_bytes) in response.json()["detail"]
+
+
 def test_docs_page_serves_swagger_ui_from_local_assets(client):
     """The README and `/` point to /docs; it answered 404."""
     page = client.get("/docs")

@@ -273,4 +273,5 @@ Gateway.add_asgi_middleware(
     field=UPLOAD_FIELD,
     max_bytes=settings.max_upload_bytes,
     json_paths=JSON_ROUTES,
+    max_json_bytes=settings.max_json_bytes,
 )

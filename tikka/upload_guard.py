@@ -56,11 +56,13 @@ class RequestRejected(Exception):
 
 class UploadGuard:
     def __init__(
-        self, app: ASGIApp, paths: Iterable[str], field: str, max_bytes: int, json_paths: Iterable[str] = ()
+        self, app: ASGIApp, paths: Iterable[str], field: str, max_bytes: int,
+        json_paths: Iterable[str] = (), max_json_bytes: int = 64 * 1024,
     ):
         self.app = app
         self.paths = frozenset(paths)
         self.json_paths = frozenset(json_paths)
+        self.max_json_bytes = max_json_bytes
         self.field = field
         self.max_bytes = max_bytes
 
@@ -78,7 +80,7 @@ class UploadGuard:
             except RequestRejected:
                 await self.drain(receive, 0, more_body=True)
                 raise
-            body = await self.read_body(receive)
+            body = await self.read_body(receive, self.max_bytes, "upload_too_large")
             upload = await self.check_form(scope, body, receive)
         except RequestRejected as exc:
             await error_response(exc.status_code, exc.error, exc.detail)(scope, receive, send)
@@ -96,7 +98,20 @@ class UploadGuard:
             detail = f"send a JSON body (Content-Type: application/json), not {media_type}"
             await error_response(415, "unsupported_media_type", detail)(scope, receive, send)
             return
-        await self.app(scope, receive, send)
+        # Read whole (JSON bodies here are a prompt and a few options), but never
+        # more than max_json_bytes: a 100 MB body used to be read whole.
+        try:
+            declared = Headers(scope=scope).get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_json_bytes:
+                await self.drain(receive, 0, more_body=True)
+                raise RequestRejected(413, "request_too_large", self.too_large(int(declared), self.max_json_bytes))
+            body = await self.read_body(receive, self.max_json_bytes, "request_too_large")
+        except RequestRejected as exc:
+            await error_response(exc.status_code, exc.error, exc.detail)(scope, receive, send)
+            return
+        except ClientGone:
+            return
+        await self.app(scope, replay(body, then=receive), send)
 
     def check_headers(self, headers: Headers) -> None:
         declared = headers.get("content-length")
@@ -104,7 +119,7 @@ class UploadGuard:
             if not declared.isdigit():
                 raise RequestRejected(400, "bad_request", "Content-Length is not a number")
             if int(declared) > self.max_bytes:
-                raise RequestRejected(413, "upload_too_large", self.too_large(int(declared)))
+                raise RequestRejected(413, "upload_too_large", self.too_large(int(declared), self.max_bytes))
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "multipart/form-data":
             raise RequestRejected(
@@ -114,7 +129,7 @@ class UploadGuard:
                 f" (got Content-Type {media_type or 'none'!r})",
             )
 
-    async def read_body(self, receive: Receive) -> bytes:
+    async def read_body(self, receive: Receive, limit: int, error: str) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -123,9 +138,9 @@ class UploadGuard:
                 raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
-            if size > self.max_bytes:
+            if size > limit:
                 await self.drain(receive, size, message.get("more_body", False))
-                raise RequestRejected(413, "upload_too_large", self.too_large(size, at_least=True))
+                raise RequestRejected(413, error, self.too_large(size, limit, at_least=True))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
@@ -186,11 +201,9 @@ class UploadGuard:
         finally:
             await form.close()
 
-    def too_large(self, size: int, at_least: bool = False) -> str:
-        return (
-            f"the request body is {'over ' if at_least else ''}{size} bytes;"
-            f" the limit is {self.max_bytes} bytes"
-        )
+    @staticmethod
+    def too_large(size: int, limit: int, at_least: bool = False) -> str:
+        return f"the request body is {'over ' if at_least else ''}{size} bytes; the limit is {limit} bytes"
 
 
 class ClientGone(Exception):
