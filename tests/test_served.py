@@ -148,6 +148,33 @@ def test_latency_returns_to_idle_after_a_burst(bento, photo):
     assert after < 2 * before, f"median {after * 1000:.0f} ms after the burst, {before * 1000:.0f} ms before"
 
 
+def test_beyond_max_concurrency_the_gateway_sheds_at_once_with_a_json_429(default_model, tmp_path, photo):
+    """BentoML's own 429 had no detail, no Retry-After and no CORS header; probes answer throughout."""
+    data, origin = photo("pizza.jpg"), "http://localhost:8501"
+
+    async def run(url: str):
+        async with httpx.AsyncClient(timeout=60) as http:
+            uploads = [
+                http.post(f"{url}/predict", files={"image": ("p.jpg", data, "image/jpeg")}, headers={"Origin": origin})
+                for _ in range(32)
+            ]
+            probes = [http.get(f"{url}{path}") for path in ("/livez", "/readyz", "/metrics") for _ in range(3)]
+            return await asyncio.gather(*uploads, *probes)
+
+    with helpers.served_bento(tmp_path, {"TIKKA_MAX_CONCURRENCY": "4"}) as url:
+        responses = asyncio.run(run(url))
+        after = predict(url, data)
+    uploads, probes = responses[:32], responses[32:]
+    shed = [r for r in uploads if r.status_code == 429]
+    assert {r.status_code for r in uploads} == {200, 429} and len(shed) < 32 - 3
+    for response in shed:
+        assert response.json()["error"] == "too_many_requests" and "4 requests" in response.json()["detail"]
+        assert response.headers["retry-after"] == "1"
+        assert response.headers["access-control-allow-origin"] == origin
+    assert all(p.status_code == 200 for p in probes)
+    assert after.status_code == 200, "serves normally once the load is gone"
+
+
 def test_every_bad_input_gets_its_status(bento, photo):
     for case_id, request, status, error in helpers.bad_uploads(2_000_000, 4_000_000, photo("pizza.jpg")):
         response = httpx.post(f"{bento}/predict", timeout=60, **request)

@@ -36,6 +36,7 @@ from tikka.errors import (
 from tikka.explain import explain_method, render_overlay
 from tikka.imaging import InputSpec, decode_upload
 from tikka.llm import Task, complete, dish_prompt, get_llm_client, stream_ndjson
+from tikka.overload import ConcurrencyLimit
 from tikka.schemas import (
     DishRequest,
     ExplanationResponse,
@@ -117,7 +118,8 @@ class Classifier:
 
 @bentoml.service(
     name=ENTRY_SERVICE,
-    traffic={"timeout": settings.request_timeout_s, "max_concurrency": settings.max_concurrency},
+    # No traffic.max_concurrency: tikka/overload.py sheds load, in the service's error shape.
+    traffic={"timeout": settings.request_timeout_s},
 )
 @bentoml.asgi_app(api_app, path="/")
 class Gateway:
@@ -266,6 +268,11 @@ Gateway.add_asgi_middleware(
     allow_methods=["GET", "POST", "OPTIONS"],
     allow_headers=["*"],
     max_age=600,
+)
+Gateway.add_asgi_middleware(
+    ConcurrencyLimit,
+    limit=settings.max_concurrency,
+    exempt=("/livez", "/readyz", "/healthz", "/health", "/metrics"),
 )
 Gateway.add_asgi_middleware(
     UploadGuard,
