@@ -62,6 +62,7 @@ def bento(default_model, tmp_path_factory):
     env = {
         "TIKKA_MAX_UPLOAD_BYTES": str(2_000_000),
         "TIKKA_MAX_IMAGE_PIXELS": str(4_000_000),
+        "TIKKA_BODY_IDLE_TIMEOUT_S": "2",
     }
     with served_bento(tmp_path_factory.mktemp("bento-home"), env) as url:
         yield url

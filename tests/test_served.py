@@ -175,6 +175,46 @@ def test_beyond_max_concurrency_the_gateway_sheds_at_once_with_a_json_429(defaul
     assert after.status_code == 200, "serves normally once the load is gone"
 
 
+@pytest.mark.parametrize("route", ["/predict", "/llm/generate"])
+def test_a_body_shorter_than_its_content_length_is_a_408_not_a_hang(bento, route):
+    """Headers promise 1000 bytes, 10 arrive, the client waits: 408 after the 2 s idle timeout."""
+    import socket
+    import time
+
+    host, port = bento.removeprefix("http://").split(":")
+    content_type = "multipart/form-data; boundary=x" if route == "/predict" else "application/json"
+    started = time.monotonic()
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(
+            f"POST {route} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
+            f"Content-Length: 1000\r\nOrigin: http://localhost:8501\r\n\r\n".encode() + b"0123456789"
+        )
+        answer = b""
+        while b'"}' not in answer and (chunk := sock.recv(65536)):  # headers, then the JSON body
+            answer += chunk
+        answer = answer.decode("latin-1")
+    elapsed = time.monotonic() - started
+    assert answer.startswith("HTTP/1.1 408"), answer[:200]
+    assert '"error":"request_timeout"' in answer.replace(" ", "") and "access-control-allow-origin" in answer.lower()
+    assert elapsed < 20, f"answered after {elapsed:.0f} s"  # BentoML's own timeout is 60 s
+
+
+def test_a_slow_but_steady_upload_is_accepted(bento, photo):
+    """Chunks 1 s apart, 4 s in all: slower than the 2 s idle timeout in total, never idle that long."""
+    import time
+
+    data = photo("pizza.jpg")
+    body = b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n" + data + b"\r\n--x--\r\n"
+
+    def slowly():
+        for i in range(4):
+            yield body[i * len(body) // 4 : (i + 1) * len(body) // 4]
+            time.sleep(1)
+
+    response = httpx.post(f"{bento}/predict", content=slowly(), headers={"Content-Type": "multipart/form-data; boundary=x"}, timeout=60)
+    assert response.status_code == 200, response.text
+
+
 def test_every_bad_input_gets_its_status(bento, photo):
     for case_id, request, status, error in helpers.bad_uploads(2_000_000, 4_000_000, photo("pizza.jpg")):
         response = httpx.post(f"{bento}/predict", timeout=60, **request)

@@ -281,4 +281,5 @@ Gateway.add_asgi_middleware(
     max_bytes=settings.max_upload_bytes,
     json_paths=JSON_ROUTES,
     max_json_bytes=settings.max_json_bytes,
+    idle_timeout_s=settings.body_idle_timeout_s,
 )

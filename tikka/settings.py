@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
     max_json_bytes: int = Field(64 * 1024, ge=1024, description="Body limit of the JSON (LLM) routes.")
+    body_idle_timeout_s: float = Field(
+        10.0, gt=0, description="Longest pause between body bytes before a 408 (slow uploads still pass)."
+    )
     decode_threads: int = Field(
         default_factory=lambda: 2 * (os.cpu_count() or 1),
         ge=1,

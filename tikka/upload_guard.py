@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import anyio
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
 from starlette.formparsers import MultiPartException
@@ -57,8 +58,9 @@ class RequestRejected(Exception):
 class UploadGuard:
     def __init__(
         self, app: ASGIApp, paths: Iterable[str], field: str, max_bytes: int,
-        json_paths: Iterable[str] = (), max_json_bytes: int = 64 * 1024,
+        json_paths: Iterable[str] = (), max_json_bytes: int = 64 * 1024, idle_timeout_s: float = 10.0,
     ):
+        self.idle_timeout_s = idle_timeout_s
         self.app = app
         self.paths = frozenset(paths)
         self.json_paths = frozenset(json_paths)
@@ -133,7 +135,16 @@ class UploadGuard:
         chunks: list[bytes] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                # A Content-Length larger than the body, or a stalled client, used to
+                # hold the request until BentoML's 60 s timeout, then a bare 504.
+                with anyio.fail_after(self.idle_timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise RequestRejected(
+                    408, "request_timeout",
+                    f"no body bytes for {self.idle_timeout_s:g} s after {size} bytes; send the whole body",
+                ) from None
             if message["type"] == "http.disconnect":
                 raise ClientGone
             chunk = message.get("body", b"")
