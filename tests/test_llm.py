@@ -126,7 +126,7 @@ def test_llm_health_is_healthy(llm_bento, sidecar):
         ("/llm/generate", {"prompt": "hi", "temperature": 2.5}, "temperature"),
         ("/llm/generate", {"prompt": "hi", "temperature": -0.1}, "temperature"),
         ("/llm/generate", {"prompt": "hi", "max_tokens": 0}, "max_tokens"),
-        ("/llm/generate", {"prompt": "hi", "max_tokens": 4097}, "max_tokens"),
+        ("/llm/generate", {"prompt": "hi", "max_tokens": 1025}, "max_tokens"),  # TIKKA_LLM_MAX_TOKENS
         ("/llm/generate", {}, "prompt"),
         ("/llm/dish", {"dish": "pizza", "task": "dance"}, "task"),
         ("/llm/dish", {"dish": "<script>", "task": "recipe"}, "dish"),
@@ -136,6 +136,24 @@ def test_invalid_llm_requests_are_4xx_naming_the_problem(llm_bento, path, body, 
     response = httpx.post(f"{llm_bento}{path}", json=body, timeout=30)
     assert response.status_code == 422, response.text
     assert field in response.json()["detail"] or response.json()["error"] == "invalid_prompt"
+
+
+def test_a_busy_llm_is_a_503_within_the_wait_and_a_dropped_stream_frees_it(sidecar, default_model, tmp_path):
+    """One long generation held the LLM for 44 s while short requests queued behind it."""
+    env = {"OLLAMA_HOST": sidecar.url, "TIKKA_LLM_QUEUE_WAIT_S": "1"}
+    with helpers.served_bento(tmp_path, env) as url:
+        with httpx.stream("POST", f"{url}/llm/generate", timeout=60,
+                          json={"prompt": "Here is a long story about pizza.", "max_tokens": 300, "stream": True}) as stream:
+            lines = stream.iter_lines()
+            assert json.loads(next(lines))["done"] is False  # generating: the one slot is taken
+            busy, seconds = timed(lambda: post(url, "/llm/generate", prompt="hi", max_tokens=4))
+            assert busy.status_code == 503 and busy.json()["error"] == "llm_busy", busy.text
+            assert busy.headers["retry-after"] and 1 <= seconds < 5
+        # The client dropped the stream mid-answer: the slot comes back.
+        deadline = time.monotonic() + 20
+        while (after := post(url, "/llm/generate", prompt="Pizza is", max_tokens=4)).status_code == 503:
+            assert time.monotonic() < deadline, "the slot was never released"
+        assert after.status_code == 200 and after.json()["eval_count"] >= 1
 
 
 # --- failures: one Bento whose OLLAMA_HOST port we control ----------------------

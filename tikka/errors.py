@@ -33,6 +33,12 @@ class LLMUnavailable(ServiceError):
     headers = {"Retry-After": "5"}
 
 
+class LLMBusy(ServiceError):
+    status_code = 503
+    error = "llm_busy"
+    headers = {"Retry-After": "5"}
+
+
 class LLMModelMissing(ServiceError):
     status_code = 503
     error = "llm_model_missing"

@@ -21,6 +21,7 @@ import ollama
 
 from tikka import metrics
 from tikka.errors import (
+    LLMBusy,
     LLMFailed,
     LLMModelMissing,
     LLMTimeout,
@@ -85,6 +86,7 @@ class LLMClient:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.model = settings.ollama_model
+        self._slots: asyncio.Semaphore | None = None
         timeout = httpx.Timeout(settings.llm_read_timeout_s, connect=settings.llm_connect_timeout_s)
         self.client = ollama.AsyncClient(host=settings.ollama_host, timeout=timeout)
         # The URL as the client resolved OLLAMA_HOST ("host:port", no scheme, ...):
@@ -124,26 +126,67 @@ class LLMClient:
     def options(self, temperature: float, max_tokens: int) -> dict[str, Any]:
         return {"temperature": temperature, "num_predict": max_tokens}
 
+    @contextlib.asynccontextmanager
+    async def slot(self):
+        """One of ``llm_concurrency`` generation slots, or LLMBusy after ``llm_queue_wait_s``.
+
+        Ollama (and the sidecar) run one generation at a time per model by
+        default: a 4096-token answer held the LLM for 44 s while short requests
+        queued behind it. Waiting is bounded; past it the client gets a 503 it
+        can retry, instead of a request that hangs for minutes.
+        """
+        if self._slots is None:  # created in the serving event loop
+            self._slots = asyncio.Semaphore(self.settings.llm_concurrency)
+        try:
+            # asyncio.timeout, not wait_for: on 3.11 wait_for can time out after the
+            # permit was granted and lose it; a cancelled acquire() hands it on.
+            async with asyncio.timeout(self.settings.llm_queue_wait_s):
+                await self._slots.acquire()
+        except TimeoutError:
+            raise LLMBusy(
+                f"the LLM is busy with {self.settings.llm_concurrency} generation(s) and none finished"
+                f" within {self.settings.llm_queue_wait_s:g} s; retry shortly"
+            ) from None
+        try:
+            yield
+        finally:
+            self._slots.release()
+
     async def generate(self, prompt: str, temperature: float, max_tokens: int) -> ollama.GenerateResponse:
-        async with self.errors():
+        async with self.slot(), self.errors():
             return await self.client.generate(
                 model=self.model, prompt=prompt, options=self.options(temperature, max_tokens), stream=False
             )
 
     async def stream(self, prompt: str, temperature: float, max_tokens: int) -> AsyncIterator[ollama.GenerateResponse]:
         """Chunks as they come. The first one is awaited here, so that failures before
-        any output (sidecar down, model missing) raise now and become a status code."""
-        async with self.errors():
-            chunks = await self.client.generate(
-                model=self.model, prompt=prompt, options=self.options(temperature, max_tokens), stream=True
-            )
-            first = await anext(chunks)
+        any output (busy, sidecar down, model missing) raise now and become a status code.
+
+        The slot is held by a generator that is already running when this returns,
+        so that it is released however the stream ends: done, failed, or dropped
+        by the client (a running async generator is closed when it is collected).
+        """
+
+        async def chunks() -> AsyncIterator[ollama.GenerateResponse]:
+            async with self.slot(), self.errors():
+                async for chunk in await self.client.generate(
+                    model=self.model, prompt=prompt, options=self.options(temperature, max_tokens), stream=True
+                ):
+                    yield chunk
+
+        running = chunks()
+        try:
+            first = await anext(running)
+        except StopAsyncIteration:
+            raise LLMFailed("the LLM stream ended before its first record") from None
 
         async def rest() -> AsyncIterator[ollama.GenerateResponse]:
-            yield first
-            async with self.errors():
-                async for chunk in chunks:
+            try:
+                yield first
+                async for chunk in running:
                     yield chunk
+            finally:
+                await running.aclose()
 
         return rest()
 

@@ -77,7 +77,9 @@ class HealthResponse(BaseModel):
 
 class GenerationOptions(BaseModel):
     temperature: float = Field(0.7, ge=0, le=2, description="Sampling temperature.")
-    max_tokens: int = Field(500, ge=1, le=4096, description="Most tokens to generate.")
+    max_tokens: int = Field(
+        min(500, _settings.llm_max_tokens), ge=1, le=_settings.llm_max_tokens, description="Most tokens to generate."
+    )
     stream: bool = Field(
         False,
         description=(

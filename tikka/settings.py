@@ -91,6 +91,11 @@ class Settings(BaseSettings):
     llm_read_timeout_s: float = Field(60.0, gt=0, description="Longest wait for the next bytes.")
     llm_health_timeout_s: float = Field(1.5, gt=0, le=2.0)
     llm_max_prompt_chars: int = Field(4000, ge=1)
+    llm_max_tokens: int = Field(1024, ge=1, le=4096, description="The largest max_tokens a request may ask for.")
+    llm_concurrency: int = Field(1, ge=1, description="Generations sent to Ollama at once (its OLLAMA_NUM_PARALLEL).")
+    llm_queue_wait_s: float = Field(
+        10.0, ge=0, description="Longest a request waits for a generation slot before a 503 llm_busy."
+    )
 
     # HTTP
     cors_origins: list[str] = Field(
