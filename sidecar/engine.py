@@ -84,6 +84,9 @@ class LlamaEngine:
     def metadata(self) -> dict[str, str]:
         return dict(self.llm.metadata)
 
+    def prompt_tokens(self, prompt: str) -> int:
+        return len(self.llm.tokenize(prompt.encode(), add_bos=True))
+
     def completion_kwargs(self, options: dict[str, Any]) -> dict[str, Any]:
         kwargs = {OPTION_NAMES[k]: v for k, v in options.items() if k in OPTION_NAMES and v is not None}
         num_predict = options.get("num_predict")
@@ -96,7 +99,7 @@ class LlamaEngine:
         return kwargs
 
     def _completion_tokens(self, prompt: str, options: dict[str, Any], generation: Generation) -> Iterator[str]:
-        generation.prompt_tokens = len(self.llm.tokenize(prompt.encode(), add_bos=True))
+        generation.prompt_tokens = self.prompt_tokens(prompt)
         for chunk in self.llm.create_completion(prompt, stream=True, **self.completion_kwargs(options)):
             choice = chunk["choices"][0]
             if choice.get("finish_reason"):

@@ -183,6 +183,12 @@ def create_app(settings: SidecarSettings | None = None) -> FastAPI:
         if not prompt:  # Ollama: an empty prompt only loads the model
             return JSONResponse({"model": settings.model_name, "created_at": now(), "response": "",
                                  "done": True, "done_reason": "load"})
+        # Checked before anything streams, with the message Ollama gives when it does not
+        # truncate; llama.cpp would fail mid-request ("exceed context window") as a 500.
+        if (tokens := engine().prompt_tokens(prompt)) >= settings.context_size:
+            raise OllamaError(
+                400, f"input length ({tokens} tokens) exceeds the context length ({settings.context_size})"
+            )
         generation = Generation()
         return await respond(body, engine().completion(prompt, options, generation), generation, as_chat=False)
 

@@ -138,6 +138,16 @@ def test_invalid_llm_requests_are_4xx_naming_the_problem(llm_bento, path, body, 
     assert field in response.json()["detail"] or response.json()["error"] == "invalid_prompt"
 
 
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_prompt_past_the_context_window_is_a_422(llm_bento, stream):
+    """Within the character limit, but more tokens than the model's context (1024 here): was a 502."""
+    prompt = "1234567890" * 150  # 1500 characters; Gemma splits digits: 1500 tokens
+    assert len(prompt) <= 2000
+    response = post(llm_bento, "/llm/generate", prompt=prompt, max_tokens=4, stream=stream)
+    assert response.status_code == 422, response.text
+    assert response.json()["error"] == "invalid_prompt" and "context length" in response.json()["detail"]
+
+
 def test_a_busy_llm_is_a_503_within_the_wait_and_a_dropped_stream_frees_it(sidecar, default_model, tmp_path):
     """One long generation held the LLM for 44 s while short requests queued behind it."""
     env = {"OLLAMA_HOST": sidecar.url, "TIKKA_LLM_QUEUE_WAIT_S": "1"}

@@ -21,6 +21,7 @@ import ollama
 
 from tikka import metrics
 from tikka.errors import (
+    InvalidPrompt,
     LLMBusy,
     LLMFailed,
     LLMModelMissing,
@@ -104,6 +105,8 @@ class LLMClient:
                     f"the model {self.model!r} is not available on {self.url}: run"
                     f" `ollama pull {self.model}` there (or set TIKKA_OLLAMA_MODEL)"
                 ) from None
+            if exc.status_code == 400 and "context length" in str(exc.error):
+                raise InvalidPrompt(f"the prompt is too long for the model: {exc.error}; shorten it") from None
             raise LLMFailed(f"the LLM answered with an error: {exc.error}") from None
         except httpx.TimeoutException as exc:
             if isinstance(exc, (httpx.ConnectTimeout, httpx.PoolTimeout)):
