@@ -9,14 +9,18 @@ from typing import Any
 
 import httpx
 
+from frontend import config
+
 
 class BackendError(Exception):
     """Something the page shows as it is."""
 
 
 class Backend:
-    def __init__(self, base_url: str, timeout: float = 60.0, llm_timeout: float = 180.0):
+    def __init__(self, base_url: str, timeout: float = 60.0, llm_timeout: float = 180.0, api_key: str | None = None):
         self.base_url = base_url.rstrip("/")
+        key = api_key or config.api_key()
+        self.headers = {"X-API-Key": key} if key else {}
         self.timeout = httpx.Timeout(timeout, connect=5.0)
         self.llm_timeout = httpx.Timeout(llm_timeout, connect=5.0)
 
@@ -31,7 +35,8 @@ class Backend:
     def _post_image(self, path: str, filename: str, jpeg: bytes) -> dict[str, Any]:
         with errors("the classifier"):
             response = httpx.post(
-                f"{self.base_url}{path}", files={"image": (filename, jpeg, "image/jpeg")}, timeout=self.timeout
+                f"{self.base_url}{path}", files={"image": (filename, jpeg, "image/jpeg")},
+                headers=self.headers, timeout=self.timeout,
             )
             self._raise_for_status(response, "the classifier")
             return response.json()
@@ -62,7 +67,9 @@ class Backend:
 
     def _stream(self, path: str, body: dict[str, Any]) -> Iterator[str]:
         with errors("the cooking assistant"):
-            with httpx.stream("POST", f"{self.base_url}{path}", json=body, timeout=self.llm_timeout) as response:
+            with httpx.stream(
+                "POST", f"{self.base_url}{path}", json=body, headers=self.headers, timeout=self.llm_timeout
+            ) as response:
                 if response.status_code != 200:
                     response.read()
                     self._raise_for_status(response, "the cooking assistant")

@@ -24,6 +24,7 @@ from starlette.responses import StreamingResponse
 
 from tikka import metrics
 from tikka.api import ENTRY_SERVICE, JSONErrorBodies, api_app, error_response
+from tikka.auth import APIKeyAuth
 from tikka.batching import cap_batching_wait
 from tikka.classifier import config_labels, load_classifier, model_type, read_config, top_k_labels
 from tikka.errors import (
@@ -268,6 +269,13 @@ Gateway.add_asgi_middleware(
     allow_methods=["GET", "POST", "OPTIONS"],
     allow_headers=["*"],
     max_age=600,
+)
+Gateway.add_asgi_middleware(
+    APIKeyAuth,
+    api_paths=(*UPLOAD_ROUTES, *JSON_ROUTES),
+    api_keys=settings.api_keys,
+    metrics_paths=("/metrics", "/dashboard"),
+    metrics_keys=settings.metrics_keys,
 )
 Gateway.add_asgi_middleware(
     ConcurrencyLimit,

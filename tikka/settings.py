@@ -106,6 +106,9 @@ class Settings(BaseSettings):
             "http://tikkamasalai.tech",
         ]
     )
+    # Access control (tikka/auth.py): off while empty. JSON lists, several keys for rotation.
+    api_keys: list[str] = Field(default_factory=list, description="Keys for the prediction and LLM routes.")
+    metrics_keys: list[str] = Field(default_factory=list, description="Keys for /metrics and /dashboard.")
     request_timeout_s: int = Field(60, ge=1)
     max_concurrency: int = Field(64, ge=1)
 
