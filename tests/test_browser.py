@@ -228,3 +228,37 @@ def test_markup_in_a_metric_label_never_runs_on_the_dashboard(browser, llm_bento
     assert any("<img src=x onerror=" in text for text in shown), shown
     assert not browser.find_elements(By.CSS_SELECTOR, "#endpoints img")
     assert browser.title != "pwned"
+
+
+def test_dashboard_charts_draw_and_move_with_traffic(browser, llm_bento, photo):
+    """The four time-series charts start empty, then follow the traffic: a burst of
+    predictions (and some rejected uploads) shows up as requests/s, p95, errors/s and
+    batch size, and the request rate falls back once the traffic stops."""
+    from selenium.webdriver.common.by import By
+
+    def chart(name: str) -> tuple[int, float | None]:
+        svg = browser.find_element(By.ID, f"chart-{name}")
+        last = svg.get_attribute("data-last")
+        return int(svg.get_attribute("data-points") or 0), (float(last) if last else None)
+
+    browser.get(f"{llm_bento}/dashboard?every=1")
+    wait_for(browser, lambda d: chart("rate")[0] >= 2)  # two quiet intervals drawn
+    quiet_points, quiet_rate = chart("rate")
+    assert quiet_rate == 0.0
+
+    image = {"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}
+    deadline = time.monotonic() + 4
+    while time.monotonic() < deadline:
+        assert httpx.post(f"{llm_bento}/predict", files=image, timeout=60).status_code == 200
+        assert httpx.post(f"{llm_bento}/predict", files={"image": ("x.jpg", b"nope", "image/jpeg")}).status_code == 400
+    wait_for(browser, lambda d: (chart("rate")[1] or 0) == 0 and chart("rate")[0] > quiet_points + 4)
+
+    svg = browser.find_element(By.ID, "chart-rate")
+    polyline = svg.find_element(By.TAG_NAME, "polyline").get_attribute("points").split()
+    peak = max(100 - float(point.split(",")[1]) for point in polyline)
+    assert peak > 80, "the burst is the chart's highest point"
+    for name in ("p95", "batch"):
+        points, last = chart(name)
+        assert points >= 1 and last and last > 0, name
+    errors = browser.find_element(By.ID, "chart-errors").find_element(By.TAG_NAME, "polyline").get_attribute("points")
+    assert max(100 - float(p.split(",")[1]) for p in errors.split()) > 50, "the rejected uploads show as errors/s"

@@ -211,7 +211,7 @@ async def complete(
     started = time.perf_counter()
     with failures_observed(task, started):
         result = await llm.generate(prompt, temperature, max_tokens)
-    observe(task, "ok", started)
+    observe(task, "ok", started, result)
     return GenerateResponse(
         response=answer_start + (result.response or ""),
         model=result.model or llm.model,
@@ -242,7 +242,7 @@ async def stream_ndjson(
                 if chunk.response:
                     yield line({"response": chunk.response, "done": False})
                 if chunk.done:
-                    observe(task, "ok", started)
+                    observe(task, "ok", started, chunk)
                     yield line({
                         "response": "",
                         "model": chunk.model or llm.model,
@@ -260,8 +260,12 @@ async def stream_ndjson(
     return lines()
 
 
-def observe(task: str, outcome: str, started: float) -> None:
+def observe(task: str, outcome: str, started: float, final: ollama.GenerateResponse | None = None) -> None:
+    """Time the call; count the tokens of a finished one (its final record)."""
     metrics.LLM_SECONDS.labels(task=task, outcome=outcome).observe(time.perf_counter() - started)
+    if final is not None:
+        metrics.LLM_TOKENS.labels(task=task, kind="prompt").inc(final.prompt_eval_count or 0)
+        metrics.LLM_TOKENS.labels(task=task, kind="completion").inc(final.eval_count or 0)
 
 
 @contextlib.contextmanager

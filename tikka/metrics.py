@@ -6,6 +6,10 @@ PROMETHEUS_MULTIPROC_DIR so every worker process's samples are aggregated.
 
 from __future__ import annotations
 
+import os
+import threading
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 PREDICTIONS = Counter(
@@ -28,6 +32,18 @@ LLM_SECONDS = Histogram(
     labelnames=["task", "outcome"],
     buckets=(0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0, 30.0, 60.0, 120.0),
 )
+LLM_TOKENS = Counter(
+    "tikka_llm_tokens",
+    "Tokens of finished LLM calls, by task and kind (prompt or completion), as Ollama counts them.",
+    labelnames=["task", "kind"],
+)
+PROCESS_RESIDENT_BYTES = Gauge(
+    "tikka_process_resident_memory_bytes",
+    "Resident memory of each Bento worker process, by service.",
+    labelnames=["service"],
+    # One series per live process (the pid label is added): a dead worker's goes.
+    multiprocess_mode="liveall",
+)
 START_TIME = Gauge(
     "tikka_start_time_seconds",
     "Unix time the gateway started (for uptime).",
@@ -35,3 +51,24 @@ START_TIME = Gauge(
     # too) reports the gauge, and the ones that never set it report 0.
     multiprocess_mode="max",
 )
+
+
+def report_resident_memory(service: str, interval_s: float = 5.0) -> None:
+    """Keep this process's RSS in PROCESS_RESIDENT_BYTES from a daemon thread.
+
+    By hand because prometheus_client's process collector does not work in the
+    multiprocess mode that ``bentoml serve`` uses. Linux only (/proc); elsewhere a no-op.
+    """
+    statm = "/proc/self/statm"
+    if not os.path.exists(statm):
+        return
+    gauge = PROCESS_RESIDENT_BYTES.labels(service=service)
+    page_bytes = os.sysconf("SC_PAGE_SIZE")
+
+    def update_forever() -> None:
+        while True:
+            with open(statm) as f:
+                gauge.set(int(f.read().split()[1]) * page_bytes)
+            time.sleep(interval_s)
+
+    threading.Thread(target=update_forever, name="rss-gauge", daemon=True).start()

@@ -77,6 +77,7 @@ class Classifier:
 
     def __init__(self) -> None:
         self.ready = False
+        metrics.report_resident_memory("Classifier")
         self.model = load_classifier(
             self.model_ref.path, settings.runtime, settings.device, settings.inference_threads
         )
@@ -138,6 +139,7 @@ class Gateway:
         self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
         api_app.state.model_tag = self.model_tag
         metrics.START_TIME.set(time.time())
+        metrics.report_resident_memory("Gateway")
 
     async def _decode(self, image: Path):
         """Read, validate, decode, resize and crop: CPU-bound, so one hop to a worker thread."""
