@@ -65,7 +65,9 @@ def test_memory_limits_fit_the_vm_with_headroom():
 def test_offline_variant_swaps_ollama_for_the_sidecar_and_pulls_nothing():
     offline = compose("docker-compose.offline.yml")["services"]
     assert "tikka-llm-sidecar" in offline["ollama"]["image"]
-    assert "/api/version" in " ".join(offline["ollama"]["healthcheck"]["test"])
+    # Strings on both sides: podman-compose appends list overrides instead of replacing.
+    assert "/api/version" in offline["ollama"]["healthcheck"]["test"]
+    assert compose("docker-compose.yml")["services"]["ollama"]["healthcheck"]["test"] == "ollama list >/dev/null"
     assert offline["ollama-init"]["profiles"] == ["online-only"]
     production = compose("docker-compose.yml")["services"]
     assert production["ollama-init"]["entrypoint"] == ["ollama", "pull", "gemma3:270m"]
