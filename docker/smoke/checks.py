@@ -79,8 +79,8 @@ def through_nginx(args) -> None:
     # NDJSON through nginx arrives line by line, not in one buffered piece.
     started = time.perf_counter()
     arrivals, lines = [], []
-    with api.stream("POST", "/llm/generate", json={"dish": "pizza", "task": "recipe", "stream": True,
-                                                   "max_tokens": 48}) as r:
+    with api.stream("POST", "/llm/dish", json={"dish": "pizza", "task": "recipe", "stream": True,
+                                               "max_tokens": 48}) as r:
         for line in r.iter_lines():
             if line:
                 arrivals.append(time.perf_counter() - started)
@@ -91,7 +91,7 @@ def through_nginx(args) -> None:
           r.status_code == 200 and done.get("done") is True and "error" not in done and len(lines) > 5
           and spread > 0.3 * arrivals[-1],
           f"{len(lines)} lines, first at {arrivals[0]:.2f} s, last at {arrivals[-1]:.2f} s" if arrivals else r.text[:80])
-    r = api.post("/llm/generate", json={"dish": "guacamole", "task": "origin", "max_tokens": 32})
+    r = api.post("/llm/generate", json={"prompt": "Guacamole comes from", "max_tokens": 32})
     check("api: LLM answer (non-streaming)", r.status_code == 200 and r.json().get("response"), str(r.status_code))
 
     big = b"\xff\xd8" + b"0" * (11 * 1024 * 1024)
@@ -153,7 +153,7 @@ def traffic(args, rounds: int) -> None:
             api.post("/predict", files={"image": ("p.jpg", pizza_photo(args), "image/jpeg")})
         api.post("/predict/explain", files={"image": ("p.jpg", pizza_photo(args), "image/jpeg")})
         api.post("/predict", files={"image": ("t.txt", b"not an image", "text/plain")})
-        api.post("/llm/generate", json={"dish": "pizza", "task": "nutrition", "max_tokens": 16})
+        api.post("/llm/dish", json={"dish": "pizza", "task": "nutrition", "max_tokens": 16})
         if i < rounds - 1:
             time.sleep(args.scrape_interval + 2)
 
