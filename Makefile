@@ -25,9 +25,9 @@ export BENTOML_DO_NOT_TRACK := true
 # As in the Bento image (bentofile.yaml envs): two malloc arenas, not one per thread.
 export MALLOC_ARENA_MAX ?= 2
 
-.PHONY: setup model serve sidecar stack frontend browser screenshots test test-fast lint bench load build lock clean \
+.PHONY: setup model serve sidecar stack frontend browser kubectl screenshots test test-fast lint bench load build lock clean \
 	images image-backend image-frontend image-llm-sidecar push-images compose-up compose-down compose-logs \
-	local-up local-down local-logs local-certs smoke-images
+	local-up local-down local-logs local-certs smoke-images api-docs test-api
 
 $(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar.txt requirements-frontend.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
@@ -72,7 +72,13 @@ browser:
 screenshots: model browser
 	TIKKA_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_browser.py $(PYTEST_ARGS)
 
-test: lint model browser
+# Debian's kubectl renders docker/k8s (kustomize) for the manifest tests; no cluster needed.
+kubectl:
+	@command -v kubectl >/dev/null || { \
+		echo "Installing Debian's kubectl for the manifest tests"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubectl; }
+
+test: lint model browser kubectl
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: setup
@@ -128,15 +134,7 @@ images: image-backend image-frontend image-llm-sidecar
 # Build the multi-arch manifests; PUSH=1 also pushes them (needs `podman login ghcr.io`).
 IMAGES ?= tikka-backend tikka-frontend tikka-llm-sidecar
 push-images:
-	set -e; for image in $(IMAGES); do \
-		for tag in $(VERSION) $(IMAGE_TAG); do \
-			ref=$(REGISTRY)/$$image:$$tag; \
-			$(CONTAINER) manifest rm $$ref >/dev/null 2>&1 || true; \
-			$(CONTAINER) manifest create $$ref $(foreach p,$(PLATFORMS),$$image:$(IMAGE_TAG)-$(call arch,$(p))); \
-			if [ "$(PUSH)" = 1 ]; then $(CONTAINER) manifest push --all $$ref docker://$$ref; \
-			else echo "built $$ref; push with: $(CONTAINER) manifest push --all $$ref docker://$$ref"; fi; \
-		done; \
-	done
+	PUSH=$(PUSH) docker/push-images.sh $(CONTAINER) $(REGISTRY) $(IMAGE_TAG) "$(VERSION) $(IMAGE_TAG)" "$(PLATFORMS)" "$(IMAGES)"
 
 COMPOSE ?= $(if $(filter podman,$(CONTAINER)),$(BIN)/podman-compose,docker compose)
 # OFFLINE=1: the embedded sidecar in place of Ollama (no registry needed).
@@ -173,6 +171,23 @@ docker/certs/live/tikka/fullchain.pem:
 # nginx, then the arm64 Bento image under emulation (SMOKE_ARM64=0 skips it). ~25 min cold.
 smoke-images: model local-certs
 	docker/smoke/smoke.sh
+
+# docs/openapi.json (a test keeps it current) and the rendered reference in docs/api/.
+REDOCLY := @redocly/cli@2.77.0
+api-docs: model
+	$(BIN)/python -m tikka.openapi > docs/openapi.json
+	@if command -v npx >/dev/null; then \
+		npx --yes $(REDOCLY) build-docs docs/openapi.json --output docs/api/index.html; \
+	else \
+		echo "docs/openapi.json is written. Rendering docs/api/index.html needs Node.js 20+ (npx):"; \
+		echo "  apt-get install nodejs npm   (or https://nodejs.org), then make api-docs again"; \
+	fi
+
+# The end-to-end API suite (read-only) against any deployment:
+#   make test-api BASE_URL=https://api.example.com   (TIKKA_API_KEY if the API wants one)
+BASE_URL ?= http://127.0.0.1:$(PORT)
+test-api: setup
+	TIKKA_BASE_URL=$(BASE_URL) $(BIN)/python -m pytest -m api tests/test_api_suite.py -p no:cacheprovider $(PYTEST_ARGS)
 
 lock: setup
 	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new

@@ -27,10 +27,10 @@ class Backend:
     # --- classification -------------------------------------------------------
 
     def predict(self, filename: str, jpeg: bytes) -> dict[str, Any]:
-        return self._post_image("/predict", filename, jpeg)
+        return self._post_image("/v1/predict", filename, jpeg)
 
     def explain(self, filename: str, jpeg: bytes) -> dict[str, Any]:
-        return self._post_image("/predict/explain", filename, jpeg)
+        return self._post_image("/v1/predict/explain", filename, jpeg)
 
     def _post_image(self, path: str, filename: str, jpeg: bytes) -> dict[str, Any]:
         with errors("the classifier"):
@@ -52,7 +52,7 @@ class Backend:
 
     def llm_health(self) -> dict[str, Any] | None:
         try:
-            response = httpx.get(f"{self.base_url}/llm/health", timeout=4)
+            response = httpx.get(f"{self.base_url}/v1/llm/health", timeout=4)
             return response.json() if response.status_code == 200 else None
         except (httpx.HTTPError, ValueError):
             return None
@@ -60,10 +60,10 @@ class Backend:
     # --- LLM --------------------------------------------------------------------
 
     def stream_dish(self, dish: str, task: str, max_tokens: int = 300) -> Iterator[str]:
-        return self._stream("/llm/dish", {"dish": dish, "task": task, "max_tokens": max_tokens, "stream": True})
+        return self._stream("/v1/llm/dish", {"dish": dish, "task": task, "max_tokens": max_tokens, "stream": True})
 
     def stream_prompt(self, prompt: str, max_tokens: int = 300) -> Iterator[str]:
-        return self._stream("/llm/generate", {"prompt": prompt, "max_tokens": max_tokens, "stream": True})
+        return self._stream("/v1/llm/generate", {"prompt": prompt, "max_tokens": max_tokens, "stream": True})
 
     def _stream(self, path: str, body: dict[str, Any]) -> Iterator[str]:
         with errors("the cooking assistant"):

@@ -34,10 +34,12 @@ def served_bento(
     timeout: float = 180,
     store: Path | None = None,
     target: str = "service:Gateway",
+    command: list[str] | None = None,
 ) -> Iterator[str]:
     """`bentoml serve <target>` on a free port; yields the base URL once /readyz is 200.
 
-    ``target`` is the service (default) or a built Bento's tag.
+    ``target`` is the service (default) or a built Bento's tag. ``command`` replaces
+    ``-m bentoml serve <target>`` (the Python arguments before ``--port``).
 
     Each server gets its own BENTOML_HOME (with the project's model store linked
     in, or ``store``): every `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir at
@@ -53,7 +55,7 @@ def served_bento(
     server_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve sets its own
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bentoml", "serve", target, "--port", str(port),
+            [sys.executable, *(command or ["-m", "bentoml", "serve", target]), "--port", str(port),
              "--host", "127.0.0.1"],
             cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )

@@ -30,8 +30,8 @@ def requests_served(url: str) -> tuple[float, float]:
     text = httpx.get(f"{url}/metrics").text
     count = "bentoml_service_request_total"
     return (
-        helpers.metric_value(text, count, endpoint="/predict", service_name="tikka"),
-        helpers.metric_value(text, count, endpoint="/predict/explain", service_name="tikka"),
+        helpers.metric_value(text, count, endpoint="/v1/predict", service_name="tikka"),
+        helpers.metric_value(text, count, endpoint="/v1/predict/explain", service_name="tikka"),
     )
 
 

@@ -117,7 +117,7 @@ def test_docs_page_serves_swagger_ui_from_local_assets(client):
     """The README and `/` point to /docs; it answered 404."""
     page = client.get("/docs")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
-    assert "/docs.json" in page.text and "googletagmanager" not in page.text
+    assert "/openapi.json" in page.text and "googletagmanager" not in page.text
     for asset in ("/static_content/swagger-ui-bundle.js", "/static_content/swagger-ui.css"):
         assert asset in page.text and client.get(asset).status_code == 200, asset
 
@@ -170,12 +170,12 @@ def test_cors_refuses_other_origins_and_covers_error_answers(client):
 
 
 def test_openapi_documents_every_public_route(client):
-    spec = client.get("/docs.json").json()
+    spec = client.get("/openapi.json").json()
     paths = spec["paths"]
-    for route in ("/predict", "/predict/explain", "/llm/generate", "/llm/dish"):
+    for route in ("/v1/predict", "/v1/predict/explain", "/v1/llm/generate", "/v1/llm/dish"):
         assert "post" in paths[route], route
-    upload = paths["/predict"]["post"]["requestBody"]["content"]
+    upload = paths["/v1/predict"]["post"]["requestBody"]["content"]
     assert "multipart/form-data" in upload
-    generate = paths["/llm/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    generate = paths["/v1/llm/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     schema = spec["components"]["schemas"].get(generate.get("$ref", "").split("/")[-1], generate)
     assert {"prompt", "temperature", "max_tokens", "stream"} <= set(schema["properties"])

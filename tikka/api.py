@@ -161,18 +161,44 @@ async def banner(request: Request) -> dict[str, str]:
 
 @api_app.get("/docs", include_in_schema=False)
 async def swagger_ui() -> HTMLResponse:
-    """Swagger UI for the whole service's OpenAPI document (BentoML's /docs.json).
+    """Swagger UI for the public API document (/openapi.json; tikka/openapi.py).
 
     BentoML's own page lives at `/`, where this app's banner answers, and loads a
     tag manager; this one uses the Swagger assets BentoML bundles: no CDN, no tracking.
     """
     return get_swagger_ui_html(
-        openapi_url="/docs.json",
+        openapi_url="/openapi.json",
         title=f"{SERVICE_NAME} API",
         swagger_js_url="/static_content/swagger-ui-bundle.js",
         swagger_css_url="/static_content/swagger-ui.css",
         swagger_favicon_url="/static_content/favicon-light-32x32.png",
     )
+
+
+class VersionedRoutes:
+    """``/v1/<route>`` is ``<route>``: the same handlers, checks and contract.
+
+    By hand because it is one path rewrite, outermost among the service's middlewares
+    (so the upload guard, the keys and the limits see the route they know); BentoML
+    has no route aliases. The unversioned routes stay for existing clients.
+    """
+
+    def __init__(self, app: ASGIApp, prefix: str, paths: tuple[str, ...]):
+        self.app, self.prefix, self.paths = app, prefix, frozenset(paths)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "")
+        if scope["type"] == "http" and path.startswith(self.prefix + "/"):
+            route = path[len(self.prefix):]
+            if route in self.paths:
+                scope = {**scope, "path": route, "raw_path": route.encode()}
+        await self.app(scope, receive, send)
+
+
+@api_app.get("/openapi.json", include_in_schema=False)
+async def openapi_document(request: Request) -> JSONResponse:
+    """The public API document: BentoML's, completed by tikka/openapi.py (set by the Gateway)."""
+    return JSONResponse(request.app.state.openapi)
 
 
 @api_app.get("/health", summary="Process liveness", response_model=HealthResponse)

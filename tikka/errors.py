@@ -17,6 +17,12 @@ class ClassifierBusy(ServiceError):
     headers = {"Retry-After": "2"}
 
 
+class ClassifierUnavailable(ServiceError):
+    status_code = 503
+    error = "classifier_unavailable"
+    headers = {"Retry-After": "5"}
+
+
 class ClassifierTimeout(ServiceError):
     status_code = 504
     error = "classifier_timeout"

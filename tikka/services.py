@@ -15,6 +15,7 @@ import contextlib
 import time
 from pathlib import Path
 
+import aiohttp
 import anyio
 import bentoml
 import numpy as np
@@ -23,13 +24,14 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import StreamingResponse
 
 from tikka import metrics
-from tikka.api import ENTRY_SERVICE, JSONErrorBodies, api_app, error_response
+from tikka.api import ENTRY_SERVICE, JSONErrorBodies, VersionedRoutes, api_app, error_response
 from tikka.auth import APIKeyAuth
 from tikka.batching import cap_batching_wait
 from tikka.classifier import config_labels, load_classifier, model_type, read_config, top_k_labels
 from tikka.errors import (
     ClassifierBusy,
     ClassifierTimeout,
+    ClassifierUnavailable,
     ExplanationUnavailable,
     InvalidPrompt,
     ServiceError,
@@ -37,6 +39,7 @@ from tikka.errors import (
 from tikka.explain import explain_method, render_overlay
 from tikka.imaging import InputSpec, decode_upload
 from tikka.llm import Task, complete, dish_prompt, get_llm_client, stream_ndjson
+from tikka.openapi import API_PREFIX, VERSIONED_PATHS, public_openapi
 from tikka.overload import ConcurrencyLimit
 from tikka.schemas import (
     DishRequest,
@@ -140,6 +143,20 @@ class Gateway:
         api_app.state.model_tag = self.model_tag
         metrics.START_TIME.set(time.time())
         metrics.report_resident_memory("Gateway")
+        api_app.state.openapi = public_openapi(Gateway.openapi_spec.asdict())
+
+    async def __is_ready__(self) -> bool:
+        """Ready while the classifier answers its own /readyz: the process beside this one
+        under `bentoml serve`, or the classifier's Service when the two are deployed apart.
+        BentoML's own dependency probe raised on a refused connection (a 500 from
+        /readyz), so it is off in configuration.yaml and done here."""
+        probe = getattr(self.classifier, "is_ready", None)
+        if probe is None:  # in-process (Gateway.to_asgi()): the classifier is a plain object
+            return True
+        try:
+            return await probe(timeout=settings.readiness_timeout_s)
+        except Exception:  # refused, reset, unresolvable: not ready, whatever the cause
+            return False
 
     async def _decode(self, image: Path):
         """Read, validate, decode, resize and crop: CPU-bound, so one hop to a worker thread."""
@@ -238,6 +255,9 @@ async def classifier_errors():
     """Name the classifier's overload and timeout answers instead of a generic 5xx."""
     try:
         yield
+    except aiohttp.ClientConnectionError:
+        # Split deployments (docker/k8s): the classifier's pods are gone or restarting.
+        raise ClassifierUnavailable("the classifier cannot be reached; retry shortly") from None
     except BentoMLException as exc:
         status = exc.error_code.value
         if status in (429, 503):
@@ -259,6 +279,7 @@ def reject(ctx: bentoml.Context, exc: ServiceError):
     return error_response(exc.status_code, exc.error, str(exc), exc.headers)
 
 
+Gateway.add_asgi_middleware(VersionedRoutes, prefix=API_PREFIX, paths=VERSIONED_PATHS)
 Gateway.add_asgi_middleware(JSONErrorBodies)
 # User middlewares run in this order, outermost first, all inside BentoML's
 # metrics and access log. CORS is added here rather than through BentoML's

@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     api_keys: list[str] = Field(default_factory=list, description="Keys for the prediction and LLM routes.")
     metrics_keys: list[str] = Field(default_factory=list, description="Keys for /metrics and /dashboard.")
     request_timeout_s: int = Field(60, ge=1)
+    readiness_timeout_s: int = Field(2, ge=1, description="/readyz gives up on the classifier after this.")
     max_concurrency: int = Field(64, ge=1)
 
 

@@ -112,6 +112,8 @@ chmod -R a+rX "$webroot"
 frontend=$(podman ps --filter label=io.podman.compose.project=tikka-local --filter label=com.docker.compose.service=frontend --format '{{.Names}}')
 podman exec "$frontend" python -c "import urllib.request as u; print('frontend -> tikka-backend:8000/health', u.urlopen('http://tikka-backend:8000/health').status)"
 "$BIN/python" docker/smoke/checks.py --domain "$DOMAIN" --acme-token "$token" | tee "$REPORT_DIR/checks.txt"
+# The end-to-end API suite against the stack's published backend port.
+make --no-print-directory test-api BASE_URL=http://127.0.0.1:8000 PYTEST_ARGS=-q | tee "$REPORT_DIR/test-api.txt"
 podman stats --no-stream --format '{{.Name}} {{.MemUsage}}' | tee "$REPORT_DIR/memory.txt"
 cleanup
 trap - EXIT

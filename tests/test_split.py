@@ -1,0 +1,80 @@
+"""The gateway and the classifier served apart, as docker/k8s deploys them.
+
+Two processes on two ports, wired only by configuration: the classifier alone
+(`start-http-server --service-name classifier`) and the gateway with BentoML's
+runner map pointing at it (BENTOML_SERVE_DEPENDS). The arguments and the variable
+are read from the Kubernetes manifests, so the test serves what they deploy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+
+import httpx
+import pytest
+import yaml
+
+from tests import helpers
+
+pytestmark = [pytest.mark.slow, pytest.mark.served]
+
+
+def container(name: str) -> dict:
+    for doc in yaml.safe_load_all((helpers.ROOT / "docker" / "k8s" / f"{name}.yaml").read_text()):
+        if doc and doc["kind"] == "Deployment":
+            return doc["spec"]["template"]["spec"]["containers"][0]
+    raise AssertionError(f"no Deployment in {name}.yaml")
+
+
+def start_command(args: list[str]) -> list[str]:
+    """The image's entry point runs `python -m bentoml_cli._internal.start <args> <bento>`;
+    here the bento is the checkout, and served_bento appends --port and --host (the last
+    --port wins)."""
+    return ["-m", "bentoml_cli._internal.start", *args, "."]
+
+
+def test_gateway_and_classifier_apart_then_the_classifier_stops(tmp_path, photo):
+    classifier_spec, gateway_spec = container("classifier"), container("gateway")
+    dependency, _, _ = {e["name"]: e["value"] for e in gateway_spec["env"]}["BENTOML_SERVE_DEPENDS"].partition("=")
+    image = {"image": ("pizza.jpg", photo("pizza.jpg"), "image/jpeg")}
+
+    with contextlib.ExitStack() as classifier_process:
+        classifier_url = classifier_process.enter_context(
+            helpers.served_bento(tmp_path / "classifier", command=start_command(classifier_spec["args"])))
+        with helpers.served_bento(
+            tmp_path / "gateway",
+            env={"BENTOML_SERVE_DEPENDS": f"{dependency}={classifier_url}"},
+            command=start_command(gateway_spec["args"]),
+        ) as gateway_url:
+            predicted = httpx.post(f"{gateway_url}/predict", files=image, timeout=60)
+            assert predicted.status_code == 200, predicted.text
+            predictions = predicted.json()["predictions"]
+            assert max(predictions, key=predictions.get) == "pizza"
+            explained = httpx.post(f"{gateway_url}/predict/explain", files=image, timeout=60)
+            assert explained.status_code == 200 and explained.json()["predicted_class"] == "pizza"
+
+            # The model ran in the other process: its metrics count the batch, the gateway's do not.
+            classifier_metrics = httpx.get(f"{classifier_url}/metrics").text
+            assert helpers.metric_value(classifier_metrics, "tikka_inference_seconds_count", method="classify") >= 1
+            gateway_metrics = httpx.get(f"{gateway_url}/metrics").text
+            assert "tikka_inference_seconds_count{method=\"classify\"}" not in gateway_metrics
+
+            classifier_process.close()  # the classifier's pods are gone
+
+            started = time.monotonic()
+            refused = httpx.post(f"{gateway_url}/predict", files=image, timeout=30)
+            elapsed = time.monotonic() - started
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "classifier_unavailable"
+            assert refused.headers["retry-after"] == "5"
+            assert elapsed < 5, f"answered in {elapsed:.1f} s: no hang"
+            explain_refused = httpx.post(f"{gateway_url}/predict/explain", files=image, timeout=30)
+            assert explain_refused.status_code == 503
+            assert explain_refused.json()["error"] == "classifier_unavailable"
+
+            # Not ready (Kubernetes stops routing to it) but alive (no restart loop).
+            ready = httpx.get(f"{gateway_url}/readyz", timeout=10)
+            assert ready.status_code == 503 and "detail" in ready.json()
+            assert httpx.get(f"{gateway_url}/livez", timeout=10).status_code == 200
+            assert httpx.get(f"{gateway_url}/health", timeout=10).status_code == 200
