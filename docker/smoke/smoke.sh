@@ -154,7 +154,7 @@ step "done"
   echo "| total | $(( $(date +%s) - t0 )) s |"
   echo
   echo "| image | size |"; echo "|---|---|"
-  podman images --format '| {{.Repository}}:{{.Tag}} | {{.Size}} |' | grep -E 'tikka-(backend|frontend|llm-sidecar):'"$sha"
+  podman images --format '| {{.Repository}}:{{.Tag}} | {{.Size}} |' | grep -E 'localhost/tikka-(backend|frontend|llm-sidecar):'"$sha"
   echo
   echo "Container memory after the checks (podman stats):"; echo '```'; cat "$REPORT_DIR/memory.txt"; echo '```'
 } > "$report"
