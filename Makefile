@@ -78,8 +78,12 @@ kubectl:
 		echo "Installing Debian's kubectl for the manifest tests"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubectl; }
 
+# The whole suite, then the container proof (make smoke-images, ~14 min cold, ~3 warm;
+# needs root or sudo for podman). SMOKE_IMAGES=0 leaves the latter out.
+SMOKE_IMAGES ?= 1
 test: lint model browser kubectl
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(if $(filter 1,$(SMOKE_IMAGES)),$(MAKE) --no-print-directory smoke-images)
 
 lint: setup
 	$(BIN)/ruff check .

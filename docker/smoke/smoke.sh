@@ -10,6 +10,8 @@
 # Machines without registry access (this project's sandbox) get stand-in base images
 # from Debian (docker/sandbox/) and the host's CA bundle for RUN steps only.
 set -euo pipefail
+# Rootful podman, binfmt_misc and apt need root.
+[ "$(id -u)" = 0 ] || exec sudo -E "$0" "$@"
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN=$ROOT/.venv/bin
