@@ -172,7 +172,7 @@ docker/certs/live/tikka/fullchain.pem:
 	chmod 644 $(@D)/privkey.pem
 
 # Build the amd64 images, run the local stack (offline) under podman and check it through
-# nginx, then the arm64 Bento image under emulation (SMOKE_ARM64=0 skips it). ~25 min cold.
+# nginx, then the arm64 Bento image under emulation (SMOKE_ARM64=0 skips it). ~14 min cold.
 smoke-images: model local-certs
 	docker/smoke/smoke.sh
 
