@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import re
 import signal
@@ -272,3 +273,58 @@ class HungServer:
         for connection in self.connections:
             connection.close()
         self.sock.close()
+
+
+class GarbageOllama:
+    """An HTTP server on the sidecar's port that answers Ollama's routes with garbage.
+
+    A stand-in, because neither Ollama nor the sidecar can be made to send these on
+    demand: ``mode`` is one of "invalid-json" (200, not JSON), "html-error" (a 502
+    HTML page, as a proxy in front of Ollama sends), "wrong-content-type" (200
+    text/html), "garbage-mid-stream" (two good NDJSON records, then junk).
+    """
+
+    def __init__(self, port: int, mode: str):
+        self.port, self.mode = port, mode
+
+    def __enter__(self) -> GarbageOllama:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        mode = self.mode
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args) -> None:  # quiet
+                pass
+
+            def answer(self, status: int, content_type: str, body: bytes) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self.do_POST()
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                request = self.rfile.read(length) if length else b""
+                if mode == "html-error":
+                    self.answer(502, "text/html", b"<html><body><h1>502 Bad Gateway</h1></body></html>")
+                elif mode == "wrong-content-type":
+                    self.answer(200, "text/html", b"<!doctype html><title>Welcome to nginx!</title>")
+                elif mode == "garbage-mid-stream" and json.loads(request or b"{}").get("stream"):
+                    good = b'{"model":"gemma3:270m","response":"Pizza","done":false}\n' * 2
+                    self.answer(200, "application/x-ndjson", good + b"\x00\xffnot json at all\n")
+                else:  # invalid-json, and garbage-mid-stream's non-streaming calls
+                    self.answer(200, "application/json", b"{this is not json")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -269,3 +269,26 @@ def test_sidecar_killed_then_back_recovers(fault_bento, fault_port):
         assert httpx.get(f"{fault_bento}/llm/health", timeout=5).json()["status"] == "healthy"
     finally:
         sidecar.stop()
+
+
+@pytest.mark.parametrize("mode", ["invalid-json", "html-error", "wrong-content-type"])
+def test_a_sidecar_answering_garbage_is_a_502_and_predict_is_unaffected(fault_bento, fault_port, photo, mode):
+    with helpers.GarbageOllama(fault_port, mode):
+        health, seconds = timed(lambda: httpx.get(f"{fault_bento}/llm/health", timeout=10).json())
+        assert health["status"] == "unavailable" and seconds < 2.5
+        for stream in (False, True):
+            response = post(fault_bento, "/llm/generate", prompt="hi", max_tokens=4, stream=stream)
+            assert response.status_code == 502, (stream, response.text)
+            assert response.json()["error"] == "llm_error" and response.json()["detail"]
+        predicted = httpx.post(f"{fault_bento}/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")},
+                               timeout=60)
+        assert predicted.status_code == 200
+
+
+def test_garbage_in_the_middle_of_a_stream_ends_it_with_an_error_record(fault_bento, fault_port):
+    with helpers.GarbageOllama(fault_port, "garbage-mid-stream"):
+        response = post(fault_bento, "/llm/generate", prompt="hi", max_tokens=8, stream=True)
+    assert response.status_code == 200
+    records = ndjson(response)
+    assert [r["response"] for r in records[:2]] == ["Pizza", "Pizza"]
+    assert records[-1]["done"] is True and records[-1]["error_code"] == "llm_error", records[-1]

@@ -115,6 +115,10 @@ class LLMClient:
                 f"the LLM at {self.url} sent nothing for {self.settings.llm_read_timeout_s:g} s;"
                 " retry with a shorter answer (max_tokens) or later"
             ) from None
+        except ValueError:
+            # Not Ollama's JSON (invalid JSON, an HTML page with a 200, a record of the wrong
+            # shape): json and pydantic errors are both ValueErrors. A 502, never a 500.
+            raise LLMFailed(f"the LLM at {self.url} answered something that is not Ollama's API") from None
         except (ConnectionError, httpx.TransportError):
             # ollama raises the built-in ConnectionError for refused connections;
             # httpx errors arrive raw from streams and from a sidecar that died mid-answer.
