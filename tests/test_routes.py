@@ -179,3 +179,16 @@ def test_openapi_documents_every_public_route(client):
     generate = paths["/v1/llm/generate"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     schema = spec["components"]["schemas"].get(generate.get("$ref", "").split("/")[-1], generate)
     assert {"prompt", "temperature", "max_tokens", "stream"} <= set(schema["properties"])
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "allow"),
+    [("GET", "/predict", "POST"), ("GET", "/v1/predict", "POST"), ("POST", "/health", "GET"),
+     ("POST", "/v1/llm/health", "GET"), ("POST", "/dashboard", "GET"), ("POST", "/readyz", "GET, HEAD")],
+)
+def test_wrong_method_is_a_405_with_allow_in_the_error_shape(client, method, path, allow):
+    """The mounted app's 405s lacked Allow and named their error differently from BentoML's."""
+    response = client.request(method, path)
+    assert response.status_code == 405
+    assert response.headers["allow"] == allow
+    assert response.json() == {"detail": "Method Not Allowed", "error": "http_405"}

@@ -140,7 +140,9 @@ api_app.state.model_tag = "not loaded"
 
 @api_app.exception_handler(HTTPException)
 async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-    return error_response(exc.status_code, "http_error", str(exc.detail))
+    """The same code as BentoML's own routes (``http_<status>``), with the exception's
+    headers: a 405 from these routes lacked ``Allow``."""
+    return error_response(exc.status_code, f"http_{exc.status_code}", str(exc.detail), exc.headers)
 
 
 @api_app.exception_handler(RequestValidationError)
