@@ -193,8 +193,6 @@ def public_openapi(generated: dict) -> dict:
         "properties": {"detail": {"type": "string", "description": "What was wrong, and what to do about it."},
                        "error": {"type": "string", "description": "A stable machine-readable code."}},
     }
-    for name in ("InvalidArgument", "NotFound", "InternalServerError"):
-        spec["components"]["schemas"].pop(name, None)
     paths = {}
     for path, operations in spec["paths"].items():
         if path in UNVERSIONED:
@@ -209,7 +207,7 @@ def public_openapi(generated: dict) -> dict:
             operation.update(summary=route.summary, description=route.description,
                              operationId=f"v1{path.replace('/', '_')}")
             operation["x-codeSamples"] = [{"lang": "curl", "source": route.curl}]
-            operation["security"] = KEYED if route.errors and "unauthorized" in route.errors else [{}]
+            operation["security"] = KEYED if "unauthorized" in route.errors else [{}]
             success = operation["responses"].get(200) or operation["responses"].get("200")
             success["description"] = "OK"
             content = success.setdefault("content", {}).setdefault("application/json", {})
@@ -230,7 +228,8 @@ def public_openapi(generated: dict) -> dict:
 
 
 def drop_unused_schemas(spec: dict) -> None:
-    """BentoML lists schemas of its own (per-API inputs, task status) that no route uses."""
+    """BentoML lists schemas that no route uses once its own error answers are replaced
+    (InvalidArgument, NotFound, InternalServerError, per-API inputs, task status)."""
     schemas = spec["components"]["schemas"]
     used: set[str] = set()
     pending = [json.dumps(spec["paths"])]
