@@ -213,7 +213,9 @@ def test_dashboard_numbers_match_metrics(browser, llm_bento, screenshots, photo)
 
 
 def test_markup_in_a_metric_label_never_runs_on_the_dashboard(browser, llm_bento):
-    """A 404's path becomes an endpoint label in /metrics; the dashboard shows it as text."""
+    """A 404's path became an endpoint label in /metrics, and the page put it into innerHTML.
+    Unknown paths are now counted as "/<unmatched>", itself markup-like: the page shows
+    it as text, and the path never reaches /metrics."""
     from selenium.webdriver.common.by import By
 
     payload = "/<img src=x onerror=\"document.title='pwned'\">"
@@ -222,11 +224,10 @@ def test_markup_in_a_metric_label_never_runs_on_the_dashboard(browser, llm_bento
     assert "script-src 'sha256-" in response.headers["content-security-policy"]
     browser.get(f"{llm_bento}/dashboard")
     wait_for(browser, lambda d: d.find_element(By.ID, "updated").text != "never")
-    # BentoML labels the 404 with its path; the page shows it as text, and nothing ran.
-    assert "onerror" in httpx.get(f"{llm_bento}/metrics").text
+    assert "onerror" not in httpx.get(f"{llm_bento}/metrics").text
     shown = [row.text for row in browser.find_elements(By.CSS_SELECTOR, "#endpoints tr[data-endpoint]")]
-    assert any("<img src=x onerror=" in text for text in shown), shown
-    assert not browser.find_elements(By.CSS_SELECTOR, "#endpoints img")
+    assert any(text.startswith("/<unmatched>") for text in shown), shown
+    assert not browser.find_elements(By.CSS_SELECTOR, "#endpoints img, #endpoints unmatched")
     assert browser.title != "pwned"
 
 

@@ -53,6 +53,8 @@ from tikka.settings import get_settings
 from tikka.upload_guard import UploadGuard, upload_info
 
 settings = get_settings()
+# BentoML's own routes on the entry service, besides the APIs and the mounted app.
+BENTOML_ROUTES = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json")
 cap_batching_wait(settings.max_batch_wait_ms)
 UPLOAD_FIELD = "image"
 UPLOAD_ROUTES = ("/predict", "/predict/explain")
@@ -144,6 +146,11 @@ class Gateway:
         metrics.START_TIME.set(time.time())
         metrics.report_resident_memory("Gateway")
         api_app.state.openapi = public_openapi(Gateway.openapi_spec.asdict())
+        metrics.bound_endpoint_labels(
+            frozenset({api.route for api in Gateway.apis.values()} | {route.path for route in api_app.routes}
+                      | {API_PREFIX + path for path in VERSIONED_PATHS} | set(BENTOML_ROUTES)),
+            ("/static_content/",),
+        )
 
     async def __is_ready__(self) -> bool:
         """Ready while the classifier answers its own /readyz: the process beside this one
