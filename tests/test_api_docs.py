@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 
 from tests import helpers
+from tikka.errors import CODES
 from tikka.openapi import ERROR_EXAMPLES, ROUTES, public_openapi
 
 DOCUMENT = helpers.ROOT / "docs" / "openapi.json"
@@ -42,9 +43,9 @@ def test_every_route_has_a_summary_description_and_examples(spec):
             assert operation.get("description") and operation.get("x-codeSamples"), (method, path)
             success = operation["responses"]["200"]["content"]["application/json"]
             assert success.get("example"), (method, path)
-            if method == "post":
-                for media in operation["requestBody"]["content"].values():
-                    assert media.get("examples"), (method, path)
+            if method == "post":  # JSON bodies have examples; a file has no inline value
+                for media_type, media in operation["requestBody"]["content"].items():
+                    assert media_type == "multipart/form-data" or media.get("examples"), (method, path)
     assert {path for _, path in ROUTES} == {p.removeprefix("/v1") for p in spec["paths"] if p.startswith("/v1/")}
 
 
@@ -84,11 +85,25 @@ def test_error_responses_cover_the_readme_table(spec):
         for operation in operations.values():
             for status, response in operation["responses"].items():
                 for name, example in response.get("content", {}).get("application/json", {}).get("examples", {}).items():
-                    assert example["value"]["error"] == name and ERROR_EXAMPLES[name][0] == int(status)
+                    assert example["value"]["error"] == name and CODES[name].status_code == int(status)
                     documented.add(name)
     assert len(readme_codes) >= 20, readme_codes
     assert readme_codes <= documented, readme_codes - documented
     assert documented <= set(ERROR_EXAMPLES)
+
+
+def test_the_readme_error_table_is_the_error_hierarchy():
+    """Each row's status is the status of its codes' classes in tikka/errors.py, and every
+    class there is in the table: the hierarchy and the published contract are one."""
+    readme = (helpers.ROOT / "README.md").read_text()
+    table = readme.split("### Errors", 1)[1].split("**URLs are never fetched.**", 1)[0]
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if re.match(r"\| .* \| \d{3}", line)]
+    in_table = {}
+    for _, status, codes in rows:
+        for code in re.findall(r"`([a-z_]+)`", codes):
+            in_table[code] = int(status.split()[0])
+    assert in_table == {code: cls.status_code for code, cls in CODES.items()}
+    assert set(ERROR_EXAMPLES) == set(CODES)
 
 
 def test_llm_routes_document_their_ndjson_stream(spec):

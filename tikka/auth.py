@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tikka.api import error_response
+from tikka.errors import Unauthorized
 
 
 def presented_key(headers: Headers) -> str | None:
@@ -74,7 +74,5 @@ class APIKeyAuth:
             for paths, keys, challenge in self.rules:
                 if path in paths and not key_matches(presented_key(Headers(scope=scope)), keys):
                     detail = "a valid API key is required: send it as 'Authorization: Bearer <key>' or 'X-API-Key'"
-                    response = error_response(401, "unauthorized", detail, {"WWW-Authenticate": challenge})
-                    await response(scope, receive, send)
-                    return
+                    raise Unauthorized(detail, {"WWW-Authenticate": challenge})
         await self.app(scope, receive, send)

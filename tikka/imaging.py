@@ -13,37 +13,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps
 
-from tikka.errors import ServiceError
+from tikka.errors import EmptyUpload, ImageTooLarge, NotAnImage
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 # A truncated JPEG must be an error, not an image with a grey bottom half.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-class UploadError(ServiceError):
-    """An upload the service refuses; ``status_code`` is the HTTP answer."""
-
-    status_code = 400
-    error = "invalid_image"
-
-
-class EmptyUpload(UploadError):
-    error = "empty_upload"
-
-
-class NotAnImage(UploadError):
-    error = "not_an_image"
-
-
-class ImageTooLarge(UploadError):
-    status_code = 413
-    error = "image_too_large"
-
-
 def decode_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
-    """Decode an upload into an upright 8-bit RGB image, or raise an ``UploadError``.
+    """Decode an upload into an upright 8-bit RGB image, or raise ``EmptyUpload``, ``NotAnImage`` or ``ImageTooLarge``.
 
     ``draft_size``: for JPEGs, let libjpeg decode at a reduced DCT scale that is
     still at least this many pixels on both sides (decoding is the costliest
@@ -53,7 +33,7 @@ def decode_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None
         raise EmptyUpload("the uploaded file is empty")
     try:
         image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except UnidentifiedImageError:
+    except (OSError, SyntaxError):  # UnidentifiedImageError, or a decoder that fails on the header
         raise NotAnImage(
             f"the upload is not a readable image; accepted formats: {', '.join(ACCEPTED_FORMATS)}"
         ) from None

@@ -17,35 +17,38 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from tikka.errors import CODES
+
 API_PREFIX = "/v1"
 
-ERROR_EXAMPLES: dict[str, tuple[int, str]] = {
-    "bad_request": (400, "Content-Length is not a number"),
-    "empty_upload": (400, "the uploaded file is empty"),
-    "not_an_image": (400, "the file is not a readable image (JPEG, PNG, WebP or GIF)"),
-    "not_a_file": (400, "'image' must be a file upload, not a text value; URLs are never fetched"),
-    "unexpected_field": (400, "unexpected file field 'file': send the photo in 'image'"),
-    "too_many_files": (400, "send one file in 'image'"),
-    "malformed_form": (400, "the multipart body is malformed: missing boundary in multipart"),
-    "unauthorized": (401, "a valid API key is required: Authorization: Bearer <key> or X-API-Key"),
-    "request_timeout": (408, "the request body stalled for 10 s"),
-    "upload_too_large": (413, "the upload is 12582912 bytes; the limit is 10485760"),
-    "request_too_large": (413, "the request body is 100000 bytes; the limit is 65536"),
-    "image_too_large": (413, "the image has 100000000 pixels; the limit is 40000000"),
-    "unsupported_media_type": (415, "expected a multipart/form-data upload with a field 'image'"),
-    "missing_field": (422, "the multipart form has no 'image' field"),
-    "invalid_request": (422, "max_tokens: Input should be less than or equal to 1024"),
-    "invalid_prompt": (422, "the prompt is longer than the model's context window"),
-    "too_many_requests": (429, "more than 64 requests in flight; retry after 1 s"),
-    "explanation_unavailable": (501, "no explanation method for this architecture"),
-    "llm_error": (502, "the LLM stream ended before its first record"),
-    "classifier_busy": (503, "the classifier is at capacity (adaptive batching latency budget); retry shortly"),
-    "classifier_unavailable": (503, "the classifier cannot be reached; retry shortly"),
-    "llm_unavailable": (503, "the LLM sidecar at http://ollama:11434 is not reachable"),
-    "llm_busy": (503, "the LLM is busy with other generations; retry shortly"),
-    "llm_model_missing": (503, "model gemma3:270m is not pulled: run `ollama pull gemma3:270m`"),
-    "classifier_timeout": (504, "the classifier did not answer within 60 s"),
-    "llm_timeout": (504, "the LLM sent nothing for 60 s"),
+# An example detail for each error code; the statuses are tikka/errors.py's.
+ERROR_EXAMPLES: dict[str, str] = {
+    "bad_request": "Content-Length is not a number",
+    "empty_upload": "the uploaded file is empty",
+    "not_an_image": "the file is not a readable image (JPEG, PNG, WebP or GIF)",
+    "not_a_file": "'image' must be a file upload, not a text value; URLs are never fetched",
+    "unexpected_field": "unexpected file field 'file': send the photo in 'image'",
+    "too_many_files": "send one file in 'image'",
+    "malformed_form": "the multipart body is malformed: missing boundary in multipart",
+    "unauthorized": "a valid API key is required: Authorization: Bearer <key> or X-API-Key",
+    "request_timeout": "the request body stalled for 10 s",
+    "upload_too_large": "the upload is 12582912 bytes; the limit is 10485760",
+    "request_too_large": "the request body is 100000 bytes; the limit is 65536",
+    "image_too_large": "the image has 100000000 pixels; the limit is 40000000",
+    "unsupported_media_type": "expected a multipart/form-data upload with a field 'image'",
+    "missing_field": "the multipart form has no 'image' field",
+    "invalid_request": "max_tokens: Input should be less than or equal to 1024",
+    "invalid_prompt": "the prompt is longer than the model's context window",
+    "too_many_requests": "more than 64 requests in flight; retry after 1 s",
+    "explanation_unavailable": "no explanation method for this architecture",
+    "llm_error": "the LLM stream ended before its first record",
+    "classifier_busy": "the classifier is at capacity (adaptive batching latency budget); retry shortly",
+    "classifier_unavailable": "the classifier cannot be reached; retry shortly",
+    "llm_unavailable": "the LLM sidecar at http://ollama:11434 is not reachable",
+    "llm_busy": "the LLM is busy with other generations; retry shortly",
+    "llm_model_missing": "model gemma3:270m is not pulled: run `ollama pull gemma3:270m`",
+    "classifier_timeout": "the classifier did not answer within 60 s",
+    "llm_timeout": "the LLM sent nothing for 60 s",
 }
 
 UPLOAD_ERRORS = (
@@ -86,7 +89,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         " WebP or GIF). Other text fields are ignored. Runs behind adaptive batching.",
         f"curl -F image={PIZZA} $BASE_URL/v1/predict",
         UPLOAD_ERRORS,
-        {"photo": {"summary": "a JPEG photo in the field image", "value": {"image": "(binary: pizza.jpg)"}}},
+        {},  # no request example: a file has no inline value (a placeholder string was sent as a photo)
         {"predictions": {"pizza": 0.999, "trifle": 0.0, "bagel": 0.0, "hot_pot": 0.0, "potpie": 0.0},
          "filename": "pizza.jpg", "model": "food-classifier:96f15d70ef17a141"},
     ),
@@ -96,7 +99,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         " blended over the photo and alone, as base64 PNGs, with the predicted class.",
         f"curl -F image={PIZZA} $BASE_URL/v1/predict/explain",
         (*UPLOAD_ERRORS, "explanation_unavailable"),
-        {"photo": {"summary": "a JPEG photo", "value": {"image": "(binary: pizza.jpg)"}}},
+        {},
         {"predicted_class": "pizza", "confidence": 0.999, "attention_map": "iVBORw0KGgo...",
          "heatmap": "iVBORw0KGgo...", "num_layers": 1, "num_heads": 0, "grid_size": "7x7",
          "filename": "pizza.jpg", "method": "grad-cam", "model": "food-classifier:96f15d70ef17a141"},
@@ -160,8 +163,8 @@ VERSIONED_PATHS = tuple(sorted({path for _, path in ROUTES}))
 def error_responses(codes: tuple[str, ...]) -> dict[str, dict]:
     by_status: dict[int, dict[str, dict]] = {}
     for code in codes:
-        status, detail = ERROR_EXAMPLES[code]
-        by_status.setdefault(status, {})[code] = {"summary": code, "value": {"detail": detail, "error": code}}
+        example = {"summary": code, "value": {"detail": ERROR_EXAMPLES[code], "error": code}}
+        by_status.setdefault(CODES[code].status_code, {})[code] = example
     return {
         str(status): {
             "description": ", ".join(f"`{code}`" for code in examples),
@@ -217,6 +220,8 @@ def public_openapi(generated: dict) -> dict:
                     "schema": {"type": "string", "description": "One JSON record per line."},
                     "example": NDJSON_EXAMPLE,
                 }
+            if "requestBody" in operation:  # BentoML leaves it optional; every route here needs one
+                operation["requestBody"]["required"] = True
             if route.request_examples:
                 for media in operation["requestBody"]["content"].values():
                     media["examples"] = route.request_examples

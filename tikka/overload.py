@@ -14,7 +14,7 @@ from collections.abc import Iterable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tikka.api import error_response
+from tikka.errors import TooManyRequests
 
 RETRY_AFTER_S = 1
 
@@ -32,9 +32,7 @@ class ConcurrencyLimit:
             return
         if self.in_flight >= self.limit:
             detail = f"the service has {self.limit} requests in flight; retry in {RETRY_AFTER_S} s"
-            response = error_response(429, "too_many_requests", detail, {"Retry-After": str(RETRY_AFTER_S)})
-            await response(scope, receive, send)
-            return
+            raise TooManyRequests(detail, {"Retry-After": str(RETRY_AFTER_S)})
         self.in_flight += 1
         try:
             await self.app(scope, receive, send)

@@ -13,25 +13,25 @@ from __future__ import annotations
 import base64
 import contextlib
 import time
-from pathlib import Path
 
 import aiohttp
 import anyio
 import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
-from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import StreamingResponse
 
 from tikka import metrics
-from tikka.api import ENTRY_SERVICE, JSONErrorBodies, VersionedRoutes, api_app, error_response
+from tikka.api import ENTRY_SERVICE, VersionedRoutes, api_app
 from tikka.auth import APIKeyAuth
 from tikka.batching import cap_batching_wait
 from tikka.classifier import config_labels, load_classifier, model_type, read_config, top_k_labels
 from tikka.errors import (
+    CORS,
     ClassifierBusy,
     ClassifierTimeout,
     ClassifierUnavailable,
+    ErrorBoundary,
     ExplanationUnavailable,
     InvalidPrompt,
     ServiceError,
@@ -41,6 +41,7 @@ from tikka.imaging import InputSpec, decode_upload
 from tikka.llm import Task, complete, dish_prompt, get_llm_client, stream_ndjson
 from tikka.openapi import API_PREFIX, VERSIONED_PATHS, public_openapi
 from tikka.overload import ConcurrencyLimit
+from tikka.ratelimit import RateLimit
 from tikka.schemas import (
     DishRequest,
     ExplanationResponse,
@@ -50,7 +51,7 @@ from tikka.schemas import (
     RawExplanation,
 )
 from tikka.settings import get_settings
-from tikka.upload_guard import UploadGuard, upload_info
+from tikka.upload_guard import ImageUpload, UploadGuard
 
 settings = get_settings()
 # BentoML's own routes on the entry service, besides the APIs and the mounted app.
@@ -58,7 +59,7 @@ BENTOML_ROUTES = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/s
 cap_batching_wait(settings.max_batch_wait_ms)
 UPLOAD_FIELD = "image"
 UPLOAD_ROUTES = ("/predict", "/predict/explain")
-JSON_ROUTES = ("/llm/generate", "/llm/dish")
+JSON_ROUTES = {"/llm/generate": GenerateRequest, "/llm/dish": DishRequest}
 
 
 @bentoml.service(
@@ -165,19 +166,18 @@ class Gateway:
         except Exception:  # refused, reset, unresolvable: not ready, whatever the cause
             return False
 
-    async def _decode(self, image: Path):
-        """Read, validate, decode, resize and crop: CPU-bound, so one hop to a worker thread."""
-        return await anyio.to_thread.run_sync(self._decode_file, image, limiter=self.decode_limiter)
+    async def _decode(self, image: ImageUpload):
+        """Validate, decode, resize and crop: CPU-bound, so one hop to a worker thread."""
+        return await anyio.to_thread.run_sync(self._decode_bytes, image.data, limiter=self.decode_limiter)
 
-    def _decode_file(self, image: Path):
-        data = image.read_bytes()
+    def _decode_bytes(self, data: bytes):
         draft = self.input_spec.draft_size if settings.jpeg_draft_decode else None
         with metrics.DECODE_SECONDS.time():
             decoded = decode_upload(data, max_pixels=settings.max_image_pixels, draft_size=draft)
         return decoded, self.input_spec.preprocess(decoded)
 
     @bentoml.api(route="/predict")
-    async def predict(self, image: Path, ctx: bentoml.Context) -> PredictionResponse:
+    async def predict(self, image: ImageUpload, ctx: bentoml.Context) -> PredictionResponse:
         """Classify a food photo: the top-5 dishes with probabilities."""
         try:
             _, pixels = await self._decode(image)
@@ -189,13 +189,13 @@ class Gateway:
         metrics.PREDICTIONS.labels(label=next(iter(predictions))).inc()
         return PredictionResponse(
             predictions=predictions,
-            filename=upload_info(ctx.request).filename,
+            filename=image.filename,
             model=self.model_tag,
         )
 
     @bentoml.api(route="/predict/explain")
     async def explain(
-        self, image: Path, ctx: bentoml.Context
+        self, image: ImageUpload, ctx: bentoml.Context
     ) -> ExplanationResponse:
         """Where the model looked: Grad-CAM for CNNs, attention rollout for transformers."""
         try:
@@ -220,7 +220,7 @@ class Gateway:
             num_layers=raw.num_layers,
             num_heads=raw.num_heads,
             grid_size=f"{heatmap.shape[0]}x{heatmap.shape[1]}",
-            filename=upload_info(ctx.request).filename,
+            filename=image.filename,
             method=raw.method,
             model=self.model_tag,
         )
@@ -279,33 +279,43 @@ async def classifier_errors():
 
 
 def reject(ctx: bentoml.Context, exc: ServiceError):
-    # With a Context parameter BentoML copies ctx.response.status_code and
-    # metadata onto whatever the API returns, so both must be set there too.
+    """An API function's error, rendered there: BentoML answers anything an API function
+    raises with a logged 500. With a Context parameter BentoML copies
+    ctx.response.status_code and metadata onto whatever the API returns, so both are set."""
     ctx.response.status_code = exc.status_code
     ctx.response.metadata.update(exc.headers)
-    return error_response(exc.status_code, exc.error, str(exc), exc.headers)
+    return exc.response()
 
 
 Gateway.add_asgi_middleware(VersionedRoutes, prefix=API_PREFIX, paths=VERSIONED_PATHS)
-Gateway.add_asgi_middleware(JSONErrorBodies)
 # User middlewares run in this order, outermost first, all inside BentoML's
 # metrics and access log. CORS is added here rather than through BentoML's
 # http.cors setting because BentoML installs its CORS middleware inside user
 # middlewares: the upload guard's 4xx answers would then lack CORS headers and
 # browsers would hide them from the page.
 Gateway.add_asgi_middleware(
-    CORSMiddleware,
+    CORS,
     allow_origins=settings.cors_origins,
     allow_methods=["GET", "POST", "OPTIONS"],
     allow_headers=["*"],
     max_age=600,
 )
+# Renders what the middlewares below raise, and rewrites framework error bodies.
+# A client still sending an oversized body gets its 413 (not a reset) up to 4x the limit.
+Gateway.add_asgi_middleware(ErrorBoundary, max_drain_bytes=4 * settings.max_upload_bytes)
 Gateway.add_asgi_middleware(
     APIKeyAuth,
     api_paths=(*UPLOAD_ROUTES, *JSON_ROUTES),
     api_keys=settings.api_keys,
     metrics_paths=("/metrics", "/dashboard"),
     metrics_keys=settings.metrics_keys,
+)
+Gateway.add_asgi_middleware(
+    RateLimit,
+    paths=(*UPLOAD_ROUTES, *JSON_ROUTES),
+    rate_per_s=settings.rate_limit_per_s,
+    burst=settings.rate_limit_burst,
+    by_key=bool(settings.api_keys),
 )
 Gateway.add_asgi_middleware(
     ConcurrencyLimit,

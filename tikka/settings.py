@@ -112,6 +112,11 @@ class Settings(BaseSettings):
     request_timeout_s: int = Field(60, ge=1)
     readiness_timeout_s: int = Field(2, ge=1, description="/readyz gives up on the classifier after this.")
     max_concurrency: int = Field(64, ge=1)
+    # Per-client rate limit (tikka/ratelimit.py): off at 0. The client is the API key when
+    # keys are configured, else the address; uvicorn takes the address from X-Forwarded-For
+    # only for peers in FORWARDED_ALLOW_IPS (its own setting; default 127.0.0.1).
+    rate_limit_per_s: float = Field(0.0, ge=0, description="Requests per second each client may sustain.")
+    rate_limit_burst: int = Field(20, ge=1, description="Requests a client may send at once after a pause.")
 
 
 @lru_cache(maxsize=1)

@@ -10,132 +10,158 @@ fields. Only a well-formed request with one image file reaches BentoML.
 URL strings in the file field are refused on purpose: the service never
 fetches on a client's behalf.
 
-The JSON (LLM) routes get the same treatment for what BentoML does not check:
-a form sent there (BentoML answered 500), and the body size. On every guarded
-route a body that stalls is answered 408 instead of waiting for BentoML's 60 s.
+The JSON (LLM) routes get the same treatment: a form sent there (BentoML answered
+500), the body size, and the body against the route's request schema, because
+BentoML logs a failed validation with its traceback and the input in it (a user's
+prompt, in the log). On every guarded route a body that stalls is answered 408
+instead of waiting for BentoML's 60 s.
+
+Every refusal is raised as an error of tikka/errors.py and rendered by its ErrorBoundary.
+
+Uploads stay in memory (the deployment this one replaces promised images are
+"processed transiently in-memory"): see ``ImageUpload`` and the spool size below.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping
+from pathlib import PurePosixPath
+from typing import Any
 
 import anyio
+from pydantic import BaseModel, ValidationError
+from pydantic_core import PydanticCustomError, core_schema
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tikka.api import error_response
+from tikka.errors import (
+    BadRequest,
+    InvalidRequest,
+    MalformedForm,
+    MissingField,
+    NotAFile,
+    RequestTimeout,
+    RequestTooLarge,
+    ServiceError,
+    TooManyFiles,
+    UnexpectedField,
+    UnsupportedMediaType,
+    UploadTooLarge,
+    validation_message,
+)
 
 # Declared types we accept besides image/*: what curl and many clients send
 # when they cannot guess; the bytes are sniffed by the decoder anyway.
 GENERIC_CONTENT_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
-# How much of an oversized body we read and discard so the client gets the 413
-# instead of a reset connection; beyond this we answer and let the connection drop.
-DRAIN_FACTOR = 4
 
 
-UPLOAD_STATE_KEY = "tikka_upload"
+class ImageUpload(PurePosixPath):
+    """The uploaded file as an API parameter, its bytes held in memory.
 
+    A ``Path`` parameter made BentoML write every upload to a temporary file before
+    the API function ran. BentoML treats any ``PurePath`` subclass as a file field
+    (multipart, ``format: binary`` in the OpenAPI document) but attaches its
+    temp-file validator to the pathlib classes only, so this subclass is validated
+    here, straight from Starlette's in-memory ``UploadFile``. The path is the
+    client's file name and is never opened.
+    """
 
-@dataclass(frozen=True)
-class UploadInfo:
-    """What the guard learnt about the upload, for the API function (BentoML hands it a temp path)."""
-
+    data: bytes
     filename: str
     content_type: str
-    size: int | None
 
+    @classmethod
+    def from_upload(cls, value: Any) -> ImageUpload:
+        if not isinstance(value, UploadFile):  # the guard refuses these first; this is the backstop
+            raise PydanticCustomError("not_a_file", "must be an uploaded file")
+        upload = cls(PurePosixPath(value.filename or "upload").name or "upload")
+        upload.data = value.file.read()
+        upload.filename = value.filename or ""
+        upload.content_type = value.content_type or ""
+        return upload
 
-def upload_info(request: Request) -> UploadInfo:
-    return request.scope["state"][UPLOAD_STATE_KEY]
+    @classmethod
+    def __get_pydantic_core_schema__(cls, source: Any, handler: Any) -> core_schema.CoreSchema:
+        return core_schema.no_info_plain_validator_function(cls.from_upload)
 
-
-class RequestRejected(Exception):
-    def __init__(self, status_code: int, error: str, detail: str):
-        super().__init__(detail)
-        self.status_code, self.error, self.detail = status_code, error, detail
+    @classmethod
+    def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, str]:
+        return {"type": "string", "format": "binary"}
 
 
 class UploadGuard:
     def __init__(
         self, app: ASGIApp, paths: Iterable[str], field: str, max_bytes: int,
-        json_paths: Iterable[str] = (), max_json_bytes: int = 64 * 1024, idle_timeout_s: float = 10.0,
+        json_paths: Mapping[str, type[BaseModel]] = {}, max_json_bytes: int = 64 * 1024, idle_timeout_s: float = 10.0,
     ):
         self.app = app
         self.paths = frozenset(paths)
         self.field = field
         self.max_bytes = max_bytes
-        self.json_paths = frozenset(json_paths)
+        self.json_paths = dict(json_paths)
         self.max_json_bytes = max_json_bytes
         self.idle_timeout_s = idle_timeout_s
+        # Starlette spools each uploaded file to a temporary file past 1 MB, both in this
+        # guard's parse and in BentoML's. Its parser takes the size only as a class
+        # attribute; with it at the body limit, no upload that is accepted ever rolls over.
+        MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"].rstrip("/") if scope["type"] == "http" and scope["method"] == "POST" else None
-        if path in self.json_paths:
-            await self.check_json_route(scope, receive, send)
-            return
-        if path not in self.paths:
-            await self.app(scope, receive, send)
-            return
         try:
-            try:
-                self.check_headers(Headers(scope=scope))
-            except RequestRejected:
-                await self.drain(receive, 0, more_body=True)
-                raise
-            body = await self.read_body(receive, self.max_bytes, "upload_too_large")
-            upload = await self.check_form(scope, body, receive)
-        except RequestRejected as exc:
-            await error_response(exc.status_code, exc.error, exc.detail)(scope, receive, send)
-            return
+            if path in self.json_paths:
+                body = await self.check_json_route(scope, receive, self.json_paths[path])
+            elif path in self.paths:
+                body = await self.check_upload_route(scope, receive)
+            else:
+                await self.app(scope, receive, send)
+                return
         except ClientGone:
             return
-        scope.setdefault("state", {})[UPLOAD_STATE_KEY] = upload
         await self.app(scope, replay(body, then=receive), send)
 
-    async def check_json_route(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def check_upload_route(self, scope: Scope, receive: Receive) -> bytes:
+        self.check_headers(Headers(scope=scope))
+        body = await self.read_body(receive, self.max_bytes, UploadTooLarge)
+        await self.check_form(scope, body, receive)
+        return body
+
+    async def check_json_route(self, scope: Scope, receive: Receive, schema: type[BaseModel]) -> bytes:
         """JSON routes take JSON: BentoML parsed a multipart body sent to one as a form and answered 500."""
         media_type = Headers(scope=scope).get("content-type", "").split(";")[0].strip().lower()
         if media_type.startswith("multipart/") or media_type == "application/x-www-form-urlencoded":
-            await self.drain(receive, 0, more_body=True)
-            detail = f"send a JSON body (Content-Type: application/json), not {media_type}"
-            await error_response(415, "unsupported_media_type", detail)(scope, receive, send)
-            return
+            raise UnsupportedMediaType(f"send a JSON body (Content-Type: application/json), not {media_type}")
         # Read whole (JSON bodies here are a prompt and a few options), but never
         # more than max_json_bytes: a 100 MB body used to be read whole.
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > self.max_json_bytes:
+            raise RequestTooLarge(self.too_large(int(declared), self.max_json_bytes))
+        body = await self.read_body(receive, self.max_json_bytes, RequestTooLarge)
         try:
-            declared = Headers(scope=scope).get("content-length", "")
-            if declared.isdigit() and int(declared) > self.max_json_bytes:
-                await self.drain(receive, 0, more_body=True)
-                raise RequestRejected(413, "request_too_large", self.too_large(int(declared), self.max_json_bytes))
-            body = await self.read_body(receive, self.max_json_bytes, "request_too_large")
-        except RequestRejected as exc:
-            await error_response(exc.status_code, exc.error, exc.detail)(scope, receive, send)
-            return
-        except ClientGone:
-            return
-        await self.app(scope, replay(body, then=receive), send)
+            schema.model_validate_json(body or b"{}")
+        except ValidationError as exc:
+            # The messages only (never include_input): the input may be a user's prompt.
+            raise InvalidRequest("; ".join(map(validation_message, exc.errors(include_input=False)))) from None
+        return body
 
     def check_headers(self, headers: Headers) -> None:
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
-                raise RequestRejected(400, "bad_request", "Content-Length is not a number")
+                raise BadRequest("Content-Length is not a number")
             if int(declared) > self.max_bytes:
-                raise RequestRejected(413, "upload_too_large", self.too_large(int(declared), self.max_bytes))
+                raise UploadTooLarge(self.too_large(int(declared), self.max_bytes))
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
         if media_type != "multipart/form-data":
-            raise RequestRejected(
-                415,
-                "unsupported_media_type",
+            raise UnsupportedMediaType(
                 f"send the photo as multipart/form-data in the file field '{self.field}'"
                 f" (got Content-Type {media_type or 'none'!r})",
             )
 
-    async def read_body(self, receive: Receive, limit: int, error: str) -> bytes:
+    async def read_body(self, receive: Receive, limit: int, too_large: type[ServiceError]) -> bytes:
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -145,8 +171,7 @@ class UploadGuard:
                 with anyio.fail_after(self.idle_timeout_s):
                     message = await receive()
             except TimeoutError:
-                raise RequestRejected(
-                    408, "request_timeout",
+                raise RequestTimeout(
                     f"no body bytes for {self.idle_timeout_s:g} s after {size} bytes; send the whole body",
                 ) from None
             if message["type"] == "http.disconnect":
@@ -154,21 +179,12 @@ class UploadGuard:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
-                await self.drain(receive, size, message.get("more_body", False))
-                raise RequestRejected(413, error, self.too_large(size, limit, at_least=True))
+                raise too_large(self.too_large(size, limit, at_least=True))
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def drain(self, receive: Receive, size: int, more_body: bool) -> None:
-        while more_body and size <= DRAIN_FACTOR * self.max_bytes:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            size += len(message.get("body", b""))
-            more_body = message.get("more_body", False)
-
-    async def check_form(self, scope: Scope, body: bytes, receive: Receive) -> UploadInfo:
+    async def check_form(self, scope: Scope, body: bytes, receive: Receive) -> None:
         request = Request(scope, replay(body, then=receive))
         try:
             form = await request.form(max_files=4, max_fields=16)
@@ -176,7 +192,7 @@ class UploadGuard:
             # Starlette wraps the parser's MultiPartException in HTTPException(400)
             # whenever the scope has an app, as it does under BentoML.
             detail = getattr(exc, "message", None) or getattr(exc, "detail", exc)
-            raise RequestRejected(400, "malformed_form", f"the multipart body is malformed: {detail}") from None
+            raise MalformedForm(f"the multipart body is malformed: {detail}") from None
         try:
             values = form.getlist(self.field)
             others = sorted(set(form.keys()) - {self.field})
@@ -186,33 +202,25 @@ class UploadGuard:
             unexpected = [k for k in others if any(isinstance(v, UploadFile) for v in form.getlist(k))]
             if not values:
                 got = f"; the form had {others}" if others else ""
-                raise RequestRejected(
-                    422, "missing_field", f"the multipart file field '{self.field}' is required{got}"
+                raise MissingField(f"the multipart file field '{self.field}' is required{got}"
                 )
             if unexpected:
-                raise RequestRejected(
-                    400,
-                    "unexpected_field",
+                raise UnexpectedField(
                     f"unexpected files in form fields {unexpected}; send the photo in the file field '{self.field}'",
                 )
             if len(values) > 1:
-                raise RequestRejected(400, "too_many_files", f"send one file in '{self.field}'")
+                raise TooManyFiles(f"send one file in '{self.field}'")
             (value,) = values
             if not isinstance(value, UploadFile):
-                raise RequestRejected(
-                    400,
-                    "not_a_file",
+                raise NotAFile(
                     f"'{self.field}' must be an uploaded file; URLs and text are not fetched"
                     " or decoded by this service",
                 )
             declared = (value.content_type or "").split(";")[0].strip().lower()
             if not declared.startswith("image/") and declared not in GENERIC_CONTENT_TYPES:
-                raise RequestRejected(
-                    415,
-                    "unsupported_media_type",
+                raise UnsupportedMediaType(
                     f"'{self.field}' was declared as {declared!r}; upload a JPEG, PNG, WebP or GIF",
                 )
-            return UploadInfo(filename=value.filename or "", content_type=declared, size=value.size)
         finally:
             await form.close()
 
