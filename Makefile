@@ -27,7 +27,7 @@ export MALLOC_ARENA_MAX ?= 2
 
 .PHONY: setup model serve sidecar stack frontend browser kubectl screenshots test test-fast lint bench load build lock clean \
 	images image-backend image-frontend image-llm-sidecar push-images compose-up compose-down compose-logs \
-	local-up local-down local-logs local-certs smoke-images api-docs test-api
+	local-up local-down local-logs local-certs smoke-images api-docs test-api reliability soak
 
 $(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar.txt requirements-frontend.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
@@ -83,6 +83,7 @@ kubectl:
 SMOKE_IMAGES ?= 1
 test: lint model browser kubectl
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m tests.reliability build/reliability/RELIABILITY.md
 	$(if $(filter 1,$(SMOKE_IMAGES)),$(MAKE) --no-print-directory smoke-images)
 
 lint: setup
@@ -90,6 +91,20 @@ lint: setup
 
 test-fast: model
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+# docs/RELIABILITY.md from the reliability tests' own records (hostile inputs, fuzzing,
+# overload, sidecar faults, access control, privacy, soak; ~8 min).
+RELIABILITY_TESTS := tests/test_hostile.py tests/test_fuzz.py tests/test_overload.py tests/test_llm.py \
+	tests/test_auth.py tests/test_ratelimit.py tests/test_privacy.py tests/test_soak.py
+reliability: model
+	rm -rf build/reliability
+	$(BIN)/python -m pytest $(RELIABILITY_TESTS) $(PYTEST_ARGS)
+	$(BIN)/python -m tests.reliability
+
+# The soak test alone, for TIKKA_SOAK_S (5 min by default here; 60 s in make test).
+TIKKA_SOAK_S ?= 300
+soak: model
+	TIKKA_SOAK_S=$(TIKKA_SOAK_S) $(BIN)/python -m pytest -m soak -s $(PYTEST_ARGS)
 
 # benchmarks/REPORT.md and report.png: the Bento against plain FastAPI, side by side (~10 min).
 bench: model

@@ -20,6 +20,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION_STARTED = time.time()
+SERVED: dict[str, subprocess.Popen] = {}  # base URL -> its `bentoml serve` process
 
 
 def free_port() -> int:
@@ -61,10 +62,12 @@ def served_bento(
             cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
     url = f"http://127.0.0.1:{port}"
+    SERVED[url] = process
     try:
         wait_ready(url, process, log_path, timeout)
         yield url
     finally:
+        SERVED.pop(url, None)
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -72,6 +75,21 @@ def served_bento(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+def worker_rss(url: str) -> dict[str, int]:
+    """RSS in bytes of each process under a served Bento's supervisor, by role and pid."""
+    import psutil
+
+    def role(process: psutil.Process) -> str:
+        cmdline = " ".join(process.cmdline())
+        for name in ("classifier", "tikka"):
+            if f"service-name {name}" in cmdline or f"service_name={name}" in cmdline:
+                return name
+        return "worker" if "worker" in cmdline else process.name()
+
+    children = psutil.Process(SERVED[url].pid).children(recursive=True)
+    return {f"{role(p)}:{p.pid}": p.memory_info().rss for p in children if p.is_running()}
 
 
 def wait_ready(

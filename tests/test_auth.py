@@ -3,18 +3,26 @@
 from __future__ import annotations
 
 import base64
+import http.server
 import json
+import threading
 
 import httpx
 import pytest
 
 from frontend.backend import Backend, BackendError
-from tests import helpers
+from tests import helpers, reliability
 from tikka.auth import key_matches, presented_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.served]
 
 ORIGIN = "http://localhost:8501"
+# What each test tried and saw, for docs/RELIABILITY.md (the last test records it).
+ACCESS: list[dict] = []
+
+
+def seen(case: str, tried: int, expected: str, observed) -> None:
+    ACCESS.append({"case": case, "tried": tried, "expected": expected, "observed": observed})
 
 
 @pytest.fixture(scope="module")
@@ -45,35 +53,103 @@ def test_keys_are_read_from_every_accepted_header():
 
 def test_prediction_and_llm_routes_need_one_of_the_keys(secured, photo):
     data = photo("pizza.jpg")
+    refused = []
     for headers in ({}, {"X-API-Key": "wrong"}, {"Authorization": "Bearer prom-key"}):
         response = upload(secured, data, **headers)
         assert response.status_code == 401, headers
         assert response.json()["error"] == "unauthorized" and "API key" in response.json()["detail"]
         assert response.headers["www-authenticate"].startswith("Bearer")
+        refused.append(response.status_code)
     llm = httpx.post(f"{secured}/llm/generate", json={"prompt": "hi"}, timeout=30)
     assert llm.status_code == 401
     # Both keys of a rotation work, in either header.
-    assert upload(secured, data, Authorization="Bearer old-key").status_code == 200
-    assert upload(secured, data, route="/predict/explain", **{"X-API-Key": "new-key"}).status_code == 200
+    accepted = [upload(secured, data, Authorization="Bearer old-key").status_code,
+                upload(secured, data, route="/predict/explain", **{"X-API-Key": "new-key"}).status_code]
+    assert accepted == [200, 200]
+    seen("no key, a wrong key, the metrics key on /predict; no key on /llm/generate", 4,
+         "401 unauthorized + WWW-Authenticate", [*refused, llm.status_code])
+    seen("either key of a rotation, in either header", 2, "200", accepted)
 
 
 def test_probes_and_preflights_need_no_key_and_errors_keep_cors(secured, photo):
-    for path in ("/livez", "/readyz", "/health", "/llm/health"):
-        assert httpx.get(f"{secured}{path}", timeout=10).status_code == 200, path
+    probes = [httpx.get(f"{secured}{path}", timeout=10).status_code
+              for path in ("/livez", "/readyz", "/health", "/llm/health")]
+    assert probes == [200] * 4
     preflight = httpx.options(f"{secured}/predict", headers={
         "Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"})
     assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == ORIGIN
     refused = upload(secured, photo("pizza.jpg"), Origin=ORIGIN)
     assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == ORIGIN
+    seen("probes without a key", 4, "200", probes)
+    seen("CORS preflight from an allowed origin", 1, "200 + Access-Control-Allow-Origin", preflight.status_code)
+    seen("a 401 to an allowed origin", 1, "carries Access-Control-Allow-Origin",
+         refused.headers["access-control-allow-origin"])
+
+
+def test_cors_refuses_other_origins_with_a_json_400_and_no_cors_headers(secured):
+    evil = "https://evil.example"
+    preflight = httpx.options(f"{secured}/predict", headers={"Origin": evil, "Access-Control-Request-Method": "POST"})
+    assert preflight.status_code == 400 and "access-control-allow-origin" not in preflight.headers
+    assert preflight.json()["error"] == "bad_request" and "origin" in preflight.json()["detail"].lower()
+    refused = httpx.post(f"{secured}/predict", json={}, headers={"Origin": evil, "X-API-Key": "old-key"})
+    assert refused.status_code == 415 and "access-control-allow-origin" not in refused.headers
+    seen("CORS preflight from another origin", 1, "400 JSON, no CORS headers", preflight.status_code)
+    seen("an error answer to another origin", 1, "no CORS headers", "none")
+
+
+@pytest.mark.parametrize("where", ["loopback", "sidecar", "metadata"])
+def test_a_url_in_the_file_field_is_never_fetched(secured, where):
+    """A recorder listens where a fetch would go (a loopback service, the sidecar's API);
+    the cloud metadata address cannot be listened on here, so for it the answer (an
+    immediate 400) is what shows nothing was fetched."""
+    hits: list[str] = []
+
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's naming
+            hits.append(self.path)
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(helpers.encode(helpers.photo_image(), "JPEG"))
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    target = {
+        "loopback": f"http://127.0.0.1:{server.server_port}/pizza.jpg",
+        "sidecar": f"http://localhost:{server.server_port}/api/tags",
+        "metadata": "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+    }[where]
+    key = {"X-API-Key": "old-key"}
+    try:
+        as_text = httpx.post(f"{secured}/predict", files={"image": (None, target)}, headers=key, timeout=30)
+        as_json = httpx.post(f"{secured}/predict", json={"image": target}, headers=key, timeout=30)
+        as_name = httpx.post(f"{secured}/predict", files={"image": (target, b"", "image/jpeg")}, headers=key,
+                             timeout=30)
+    finally:
+        server.shutdown()
+    assert (as_text.status_code, as_text.json()["error"]) == (400, "not_a_file")
+    assert (as_json.status_code, as_json.json()["error"]) == (415, "unsupported_media_type")
+    assert (as_name.status_code, as_name.json()["error"]) == (400, "empty_upload")
+    assert hits == []
+    seen(f"a URL at the {where} address: as the file field's text, as JSON, as a file name", 3,
+         "400 / 415 / 400, nothing fetched", f"{as_text.status_code} / {as_json.status_code} / "
+         f"{as_name.status_code}, {len(hits)} fetches")
 
 
 def test_metrics_and_dashboard_have_their_own_key(secured):
+    statuses = []
     for path in ("/metrics", "/dashboard"):
-        assert httpx.get(f"{secured}{path}").status_code == 401
+        bare = httpx.get(f"{secured}{path}")
         refused = httpx.get(f"{secured}{path}", headers={"Authorization": "Bearer old-key"})
-        assert refused.status_code == 401 and refused.headers["www-authenticate"].startswith("Basic")
-        assert httpx.get(f"{secured}{path}", headers={"Authorization": "Bearer prom-key"}).status_code == 200
-        assert httpx.get(f"{secured}{path}", headers={"Authorization": basic("prom-key")}).status_code == 200
+        assert refused.headers["www-authenticate"].startswith("Basic")
+        bearer = httpx.get(f"{secured}{path}", headers={"Authorization": "Bearer prom-key"})
+        basic_auth = httpx.get(f"{secured}{path}", headers={"Authorization": basic("prom-key")})
+        statuses += [r.status_code for r in (bare, refused, bearer, basic_auth)]
+    assert statuses == [401, 401, 200, 200] * 2
+    seen("/metrics and /dashboard: no key, an API key, the metrics key as Bearer and as Basic", 8,
+         "401, 401, 200, 200 each", statuses)
 
 
 def test_the_front_end_sends_its_key(secured, photo):
@@ -81,3 +157,9 @@ def test_the_front_end_sends_its_key(secured, photo):
     assert next(iter(Backend(secured, api_key="new-key").predict("p.jpg", data)["predictions"])) == "pizza"
     with pytest.raises(BackendError):
         Backend(secured).predict("p.jpg", data)
+
+
+def test_zz_record_access_control():
+    """Runs last in this file: what the tests above tried."""
+    assert len(ACCESS) == 11, [a["case"] for a in ACCESS]
+    reliability.record("access", ACCESS, keys="TIKKA_API_KEYS=[old-key, new-key], TIKKA_METRICS_KEYS=[prom-key]")

@@ -8,6 +8,7 @@ served Bento really exposes.
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
@@ -92,6 +93,13 @@ def test_nginx_body_limit_matches_the_upload_limit():
     assert re.search(r"location ~ \^/\(v1/\)\?llm/ \{[^}]*proxy_buffering off;", conf)
     assert "proxy_set_header Upgrade $http_upgrade;" in conf
     assert "location /.well-known/acme-challenge/" in conf and "return 301 https://" in conf
+    # nginx's own answers keep the JSON error shape, and its body timeout is the Bento's.
+    idle = Settings.model_fields["body_idle_timeout_s"].default
+    assert re.findall(r"client_body_timeout (\d+)s;", conf) == [f"{idle:g}"]
+    for status in (408, 413, 502, 504):
+        location = re.search(rf"error_page {status} = @(\w+);", conf).group(1)
+        body = re.search(rf"location @{location} \{{[^}}]*return {status} '([^']+)';", conf).group(1)
+        assert set(json.loads(body)) == {"error", "detail"}, status
 
 
 def test_dockerfiles_pass_hadolint():

@@ -15,11 +15,19 @@ import httpx
 import ollama
 import pytest
 
-from tests import helpers
+from tests import helpers, reliability
 
 pytestmark = pytest.mark.slow
 
 TASKS = ("recipe", "nutrition", "origin")
+# What each fault test injected and saw, for docs/RELIABILITY.md (the last test records it).
+FAULTS: list[dict] = []
+
+
+def fault(name: str, llm: httpx.Response | str, predict: int | None, seconds: float | None = None) -> None:
+    observed = llm if isinstance(llm, str) else f"{llm.status_code} {llm.json()['error']}"
+    FAULTS.append({"fault injected": name, "LLM answer": observed,
+                   "/predict meanwhile": predict or "", "answered in s": round(seconds, 2) if seconds else ""})
 
 
 def post(url: str, path: str, **body) -> httpx.Response:
@@ -159,6 +167,7 @@ def test_a_busy_llm_is_a_503_within_the_wait_and_a_dropped_stream_frees_it(sidec
             busy, seconds = timed(lambda: post(url, "/llm/generate", prompt="hi", max_tokens=4))
             assert busy.status_code == 503 and busy.json()["error"] == "llm_busy", busy.text
             assert busy.headers["retry-after"] and 1 <= seconds < 5
+            fault("busy: the one slot generating, TIKKA_LLM_QUEUE_WAIT_S=1", busy, None, seconds)
         # The client dropped the stream mid-answer: the slot comes back.
         deadline = time.monotonic() + 20
         while (after := post(url, "/llm/generate", prompt="Pizza is", max_tokens=4)).status_code == 503:
@@ -201,6 +210,7 @@ def test_sidecar_down_gives_503_quickly_and_predict_still_works(fault_bento, pho
     assert streamed.status_code == 503
     predicted = httpx.post(f"{fault_bento}/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}, timeout=60)
     assert predicted.status_code == 200
+    fault("down: nothing listens on OLLAMA_HOST", response, predicted.status_code, seconds)
 
 
 def test_hung_sidecar_gives_504_and_predict_stays_fast(fault_bento, fault_port, photo):
@@ -230,6 +240,8 @@ def test_hung_sidecar_gives_504_and_predict_stays_fast(fault_bento, fault_port, 
         f"/predict took {finished['predict'] - started - 0.5:.2f}s while the LLM call hung"
         f" {finished['llm'] - started:.2f}s"
     )
+    fault("slow: accepts and never answers (read timeout 3 s)", response, predicted.status_code,
+          finished["llm"] - started)
 
 
 def test_model_not_pulled_gives_503_naming_the_pull_command(fault_bento, fault_port):
@@ -240,6 +252,7 @@ def test_model_not_pulled_gives_503_naming_the_pull_command(fault_bento, fault_p
         response = post(fault_bento, "/llm/generate", prompt="hi")
         assert response.status_code == 503 and response.json()["error"] == "llm_model_missing"
         assert "ollama pull gemma3:270m" in response.json()["detail"]
+        fault("the model is not pulled", response, None)
     finally:
         other.stop()
 
@@ -259,6 +272,8 @@ def test_sidecar_killed_then_back_recovers(fault_bento, fault_port):
         assert all(r["done"] is False for r in first)
         assert rest and rest[-1]["done"] is True and rest[-1]["done_reason"] == "error"
         assert rest[-1]["error_code"] == "llm_unavailable"
+        fault("dies mid-stream (SIGKILL after 3 records)",
+              f"200, {len(first) + len(rest) - 1} records, then an error_code record", None)
 
         down = post(fault_bento, "/llm/generate", prompt="hi")
         assert down.status_code == 503
@@ -266,6 +281,7 @@ def test_sidecar_killed_then_back_recovers(fault_bento, fault_port):
         sidecar.start()
         back = post(fault_bento, "/llm/generate", prompt="Pizza is", max_tokens=4)
         assert back.status_code == 200 and back.json()["response"].strip()
+        fault("restarted after the kill", "200", None)
         assert httpx.get(f"{fault_bento}/llm/health", timeout=5).json()["status"] == "healthy"
     finally:
         sidecar.stop()
@@ -283,6 +299,7 @@ def test_a_sidecar_answering_garbage_is_a_502_and_predict_is_unaffected(fault_be
         predicted = httpx.post(f"{fault_bento}/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")},
                                timeout=60)
         assert predicted.status_code == 200
+        fault(f"garbage: {mode} (plain and streamed)", response, predicted.status_code)
 
 
 def test_garbage_in_the_middle_of_a_stream_ends_it_with_an_error_record(fault_bento, fault_port):
@@ -292,3 +309,11 @@ def test_garbage_in_the_middle_of_a_stream_ends_it_with_an_error_record(fault_be
     records = ndjson(response)
     assert [r["response"] for r in records[:2]] == ["Pizza", "Pizza"]
     assert records[-1]["done"] is True and records[-1]["error_code"] == "llm_error", records[-1]
+    fault("garbage in the middle of a stream", f"200, {len(records) - 1} records, then an error_code record", None)
+
+
+def test_zz_record_the_sidecar_faults():
+    """Runs last in this file: what the fault tests above injected and saw."""
+    assert len(FAULTS) == 10, [f["fault injected"] for f in FAULTS]
+    reliability.record("sidecar_faults", FAULTS, timeouts="connect 1 s, read 3 s in these tests"
+                       " (TIKKA_LLM_CONNECT_TIMEOUT_S / TIKKA_LLM_READ_TIMEOUT_S; 2 s and 60 s by default)")

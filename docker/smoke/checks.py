@@ -101,12 +101,34 @@ def through_nginx(args) -> None:
     r = api.post("/predict", files={"image": ("notes.txt", b"hello", "text/plain")})
     check("api: bad upload is a JSON 4xx", 400 <= r.status_code < 500 and "detail" in r.json(), str(r.status_code))
 
+    r = api.post("/predict", content=b"garbage", headers={"Content-Type": "multipart/form-data"})
+    check("api: multipart without a boundary is a JSON 400", r.status_code == 400
+          and r.json().get("error") == "malformed_form", f"{r.status_code} {r.text[:80]}")
+    status_line, body = stalled_upload("127.0.0.1", 443, api_host)
+    check("api: a stalled upload is a JSON 408 at nginx", status_line.startswith("HTTP/1.1 408")
+          and '"request_timeout"' in body, f"{status_line} {body[:80]}")
+
     r = app.get("/")
     check("app: Streamlit page", r.status_code == 200 and "<title>Streamlit</title>" in r.text, str(r.status_code))
     r = app.get("/_stcore/health")
     check("app: /_stcore/health", r.status_code == 200 and r.text == "ok", r.text[:40])
     status_line = websocket_upgrade("127.0.0.1", 443, app_host, "/_stcore/stream")
     check("app: WebSocket upgrade through nginx", status_line.startswith("HTTP/1.1 101"), status_line)
+
+
+def stalled_upload(host: str, port: int, host_header: str) -> tuple[str, str]:
+    """Headers that promise 100000 bytes, then 10: nginx's client_body_timeout answers."""
+    context = ssl.create_default_context()
+    context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
+    with socket.create_connection((host, port), timeout=30) as raw, \
+            context.wrap_socket(raw, server_hostname=host_header) as sock:
+        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: multipart/form-data;"
+                     " boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n".encode())
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.decode("latin-1").partition("\r\n\r\n")
+    return head.splitlines()[0] if head else "", body
 
 
 def websocket_upgrade(host: str, port: int, host_header: str, path: str) -> str:
