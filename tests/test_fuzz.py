@@ -105,9 +105,8 @@ def test_zz_record_the_contract_fuzzing():
 
 # ---- The decoder ----------------------------------------------------------------------
 
-PHOTOS = {name: (helpers.ROOT.parent / "shared" / "images" / name).read_bytes()
-          for name in ("pizza.jpg", "guacamole.jpg", "hamburger.jpg")
-          if (helpers.ROOT.parent / "shared" / "images" / name).exists()}
+PHOTOS = {name: (helpers.ROOT / "tests" / "data" / name).read_bytes()
+          for name in ("pizza.jpg", "guacamole.jpg", "hamburger.jpg")}
 
 
 def small_photos() -> dict[str, bytes]:
