@@ -104,9 +104,11 @@ def through_nginx(args) -> None:
     r = api.post("/predict", content=b"garbage", headers={"Content-Type": "multipart/form-data"})
     check("api: multipart without a boundary is a JSON 400", r.status_code == 400
           and r.json().get("error") == "malformed_form", f"{r.status_code} {r.text[:80]}")
-    status_line, body = stalled_upload("127.0.0.1", 443, api_host)
-    check("api: a stalled upload is a JSON 408 at nginx", status_line.startswith("HTTP/1.1 408")
-          and '"request_timeout"' in body, f"{status_line} {body[:80]}")
+    started = time.perf_counter()
+    answer = stalled_upload("127.0.0.1", 443, api_host)
+    waited = time.perf_counter() - started
+    check("api: nginx drops a stalled upload after its 10 s body timeout (nginx sends no 408)",
+          answer == "" and 9 < waited < 25 and api.get("/readyz").status_code == 200, f"{waited:.1f} s {answer[:80]!r}")
 
     r = app.get("/")
     check("app: Streamlit page", r.status_code == 200 and "<title>Streamlit</title>" in r.text, str(r.status_code))
@@ -116,8 +118,8 @@ def through_nginx(args) -> None:
     check("app: WebSocket upgrade through nginx", status_line.startswith("HTTP/1.1 101"), status_line)
 
 
-def stalled_upload(host: str, port: int, host_header: str) -> tuple[str, str]:
-    """Headers that promise 100000 bytes, then 10: nginx's client_body_timeout answers."""
+def stalled_upload(host: str, port: int, host_header: str) -> str:
+    """Headers that promise 100000 bytes, then 10 arrive; what comes back before nginx closes."""
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     with socket.create_connection((host, port), timeout=30) as raw, \
@@ -125,10 +127,12 @@ def stalled_upload(host: str, port: int, host_header: str) -> tuple[str, str]:
         sock.sendall(f"POST /predict HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: multipart/form-data;"
                      " boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n".encode())
         answer = b""
-        while chunk := sock.recv(65536):
-            answer += chunk
-    head, _, body = answer.decode("latin-1").partition("\r\n\r\n")
-    return head.splitlines()[0] if head else "", body
+        try:
+            while chunk := sock.recv(65536):
+                answer += chunk
+        except (ssl.SSLError, ConnectionResetError):  # closed without a TLS close_notify
+            pass
+    return answer.decode("latin-1")
 
 
 def websocket_upgrade(host: str, port: int, host_header: str, path: str) -> str:
