@@ -253,12 +253,15 @@ def test_unknown_paths_share_one_metrics_label(bento, photo):
     """Every unknown path added series to /metrics for good (a 60 KB URL: 1.4 MB; NUL bytes
     from /predict%00). Now they count under one label, and still get their 404."""
     httpx.get(f"{bento}/warm-up-the-unmatched-series")
+    assert predict(bento, photo("pizza.jpg")).status_code == 200  # /predict's own series exist before
     before = len(httpx.get(f"{bento}/metrics").content)
-    paths = [f"/no-such-page-{i}" for i in range(50)] + ["/predict%00", "/" + "x" * 60_000, "/v1/nothing"]
+    # 8 KB, not 60: uvicorn's h11 parser refuses a request head over 16 KB when it arrives in
+    # more than one read (a 400, then a closed connection: a reset under load in CI), and
+    # nginx answers 414 past 8 KB anyway.
+    paths = [f"/no-such-page-{i}" for i in range(50)] + ["/predict%00", "/" + "x" * 8_000, "/v1/nothing"]
     for path in paths:
         response = httpx.get(f"{bento}{path}")
         assert response.status_code in (404, 405) and response.json()["error"], path
-    assert predict(bento, photo("pizza.jpg")).status_code == 200
     text = httpx.get(f"{bento}/metrics").text
     assert len(text.encode()) - before < 5_000, "unknown paths added series"
     assert "\x00" not in text and "no-such-page" not in text and "xxxxxxxx" not in text
