@@ -53,9 +53,7 @@ def upload(data: bytes, content_type: str = "image/jpeg", filename: str = "photo
 
 def raw_multipart(filename: bytes, data: bytes) -> Callable[[str], int]:
     """A multipart body written by hand, so the filename's bytes reach the server as they are."""
-    body = (b"--b0undary\r\nContent-Disposition: form-data; name=\"image\"; filename=\"" + filename
-            + b"\"\r\nContent-Type: image/jpeg\r\n\r\n" + data + b"\r\n--b0undary--\r\n")
-    return raw_request(body, content_type=b"multipart/form-data; boundary=b0undary")
+    return raw_request(raw_multipart_body(data, filename))
 
 
 def raw_request(body: bytes, content_type: bytes = b"multipart/form-data; boundary=b0undary",
@@ -178,9 +176,9 @@ def corpus(photo: bytes) -> list[Case]:
     return cases
 
 
-def raw_multipart_body(data: bytes) -> bytes:
-    return (b"--b0undary\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\n"
-            b"Content-Type: image/jpeg\r\n\r\n" + data + b"\r\n--b0undary--\r\n")
+def raw_multipart_body(data: bytes, filename: bytes = b"p.jpg") -> bytes:
+    return (b"--b0undary\r\nContent-Disposition: form-data; name=\"image\"; filename=\"" + filename
+            + b"\"\r\nContent-Type: image/jpeg\r\n\r\n" + data + b"\r\n--b0undary--\r\n")
 
 
 @pytest.fixture(scope="module")

@@ -71,7 +71,6 @@ class ImageUpload(PurePosixPath):
 
     data: bytes
     filename: str
-    content_type: str
 
     @classmethod
     def from_upload(cls, value: Any) -> ImageUpload:
@@ -80,7 +79,6 @@ class ImageUpload(PurePosixPath):
         upload = cls(PurePosixPath(value.filename or "upload").name or "upload")
         upload.data = value.file.read()
         upload.filename = value.filename or ""
-        upload.content_type = value.content_type or ""
         return upload
 
     @classmethod
