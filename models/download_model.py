@@ -48,6 +48,7 @@ def parse_args(argv: list[str] | None):
     parser.add_argument("--prefix", default=settings.gcs_prefix, help="folder in the bucket (default: %(default)s, TIKKA_GCS_PREFIX)")
     parser.add_argument("--tag", default=settings.gcs_model_name, help="model name in the store (default: %(default)s); the version is derived from the content")
     parser.add_argument("--project", default=None, help="GCP project (default: GOOGLE_CLOUD_PROJECT / ADC)")
+    parser.add_argument("--tag-file", type=Path, help="write the imported model's store tag to this file (for the build scripts)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds per storage call, retries included (default: %(default)s)")
     return parser.parse_args(argv)
 
@@ -76,6 +77,8 @@ def main(argv: list[str] | None = None) -> int:
         )
     else:
         print(f"{model.tag} is up to date with {source}; nothing downloaded")
+    if args.tag_file:
+        args.tag_file.write_text(str(model.tag))
     return 0
 
 

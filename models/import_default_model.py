@@ -100,6 +100,7 @@ def write_checkpoint(model, labels: list[str], directory: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="model name in the store")
+    parser.add_argument("--tag-file", type=Path, help="write the model's store tag to this file (for the build scripts)")
     args = parser.parse_args(argv)
 
     weights = source_weights_path()
@@ -107,6 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     tag = f"{args.name}:{model_version(weights_sha256)}"
     if existing := find_model(tag):
         print(f"{existing.tag} is already in the store at {existing.path}; nothing to do")
+        if args.tag_file:
+            args.tag_file.write_text(str(existing.tag))
         return 0
 
     labels = [FOOD_CLASSES[i] for i in sorted(FOOD_CLASSES)]
@@ -122,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     stored = import_checkpoint(tag, lambda d: write_checkpoint(model, labels, d), metadata)
     print(f"imported {stored.tag} ({len(labels)} food classes) into {stored.path}")
+    if args.tag_file:
+        args.tag_file.write_text(str(stored.tag))
     return 0
 
 

@@ -47,6 +47,7 @@ api_app = FastAPI(
     openapi_url=None,
 )
 api_app.state.model_tag = "not loaded"
+api_app.state.git_sha = "unknown"
 
 
 @api_app.get("/", summary="Status banner")
@@ -55,6 +56,7 @@ async def banner(request: Request) -> dict[str, str]:
         "service": SERVICE_NAME,
         "status": "ok",
         "model": request.app.state.model_tag,
+        "git_sha": request.app.state.git_sha,
         "predict": "POST /predict (multipart field 'image')",
         "docs": "/docs",
     }

@@ -45,6 +45,12 @@ PROCESS_RESIDENT_BYTES = Gauge(
     # One series per live process (the pid label is added): a dead worker's goes.
     multiprocess_mode="liveall",
 )
+BUILD_INFO = Gauge(
+    "tikka_build_info",
+    "1, labelled with what this deployment runs: the git commit it was built from and the model tag.",
+    labelnames=["git_sha", "model_tag"],
+    multiprocess_mode="max",
+)
 START_TIME = Gauge(
     "tikka_start_time_seconds",
     "Unix time the gateway started (for uptime).",

@@ -144,6 +144,8 @@ class Gateway:
         self.model_tag = str(self.model_ref.tag)
         self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
         api_app.state.model_tag = self.model_tag
+        api_app.state.git_sha = settings.git_sha
+        metrics.BUILD_INFO.labels(git_sha=settings.git_sha, model_tag=self.model_tag).set(1)
         metrics.START_TIME.set(time.time())
         metrics.report_resident_memory("Gateway")
         api_app.state.openapi = public_openapi(Gateway.openapi_spec.asdict())

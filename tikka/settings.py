@@ -14,6 +14,8 @@ from pydantic import AliasChoices, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_MODEL_NAME = "food-classifier"
+# Settings that `bentoml build --arg NAME=...` bakes into a Bento (docker/delivery/build-bento.sh).
+BUILD_ARGUMENTS = ("model_tag", "git_sha")
 
 
 class Settings(BaseSettings):
@@ -23,6 +25,9 @@ class Settings(BaseSettings):
     model_tag: str = Field(
         f"{DEFAULT_MODEL_NAME}:latest",
         description="BentoML model store tag of the classifier to serve.",
+    )
+    git_sha: str = Field(
+        "unknown", description="The commit the Bento was built from (a build argument; shown in / and tikka_build_info)."
     )
     runtime: Literal["openvino", "onnxruntime", "torch"] = Field(
         "openvino",
@@ -126,7 +131,9 @@ def get_settings() -> Settings:
     import bentoml
 
     arguments = vars(bentoml.use_arguments())
-    overrides = {}
-    if "model_tag" in arguments and "TIKKA_MODEL_TAG" not in os.environ:
-        overrides["model_tag"] = arguments["model_tag"]
+    overrides = {
+        name: arguments[name]
+        for name in BUILD_ARGUMENTS
+        if name in arguments and f"TIKKA_{name.upper()}" not in os.environ
+    }
     return Settings(**overrides)
