@@ -36,16 +36,38 @@ def megabytes(limit: str) -> int:
     return int(number) * (1024 if unit == "g" else 1)
 
 
-def test_backend_keeps_the_old_clients_address_and_contract():
-    backend = compose("docker-compose.yml")["services"]["backend"]
-    assert "tikka-backend" in backend["networks"]["default"]["aliases"]
-    assert any(port.endswith(":8000:8000") for port in backend["ports"])
-    env = backend["environment"]
+SLOTS = ("backend-blue", "backend-green")
+
+
+def test_old_clients_reach_the_api_as_tikka_backend_8000_through_nginx():
+    services = compose("docker-compose.yml")["services"]
+    nginx = services["nginx"]
+    # nginx holds the old name and port, and passes them to the active slot.
+    assert "tikka-backend" in nginx["networks"]["default"]["aliases"]
+    assert any(port.endswith(":8000:8000") for port in nginx["ports"])
+    conf = (DOCKER / "nginx" / "tikka.conf").read_text()
+    port_8000 = re.search(r"server \{\s*listen 8000;[^}]*\}", conf).group(0)
+    assert "include /etc/nginx/conf.d/api.inc;" in port_8000
+    assert "proxy_pass http://tikka_backend;" in (DOCKER / "nginx" / "api.inc").read_text()
+    assert re.search(r"upstream tikka_backend \{\s*server backend-blue:8000;", (DOCKER / "nginx" / "backend.conf").read_text())
+    # nginx depends on nothing: Compose would recreate it with whatever it depends on.
+    assert "depends_on" not in nginx
+
+
+def test_backend_slots_are_one_definition_behind_a_profile_each():
+    services = compose("docker-compose.yml")["services"]
+    blue, green = (services[name] for name in SLOTS)
+    assert blue["profiles"] == ["blue"] and green["profiles"] == ["green"]
+    assert {k: v for k, v in blue.items() if k != "profiles"} == {k: v for k, v in green.items() if k != "profiles"}
+    env = blue["environment"]
     assert env["BENTOML_PORT"] == "8000" and env["OLLAMA_HOST"] == "http://ollama:11434"
-    assert "/readyz" in " ".join(backend["healthcheck"]["test"])
-    assert backend["restart"] == "unless-stopped" and backend["mem_limit"]
-    # Ready without Ollama: the backend waits for nothing.
-    assert "depends_on" not in backend
+    assert "/readyz" in " ".join(blue["healthcheck"]["test"])
+    assert blue["restart"] == "unless-stopped" and blue["mem_limit"]
+    # In-flight requests finish after SIGTERM: longer than the Bento's own request timeout.
+    grace = int(blue["stop_grace_period"].rstrip("s"))
+    assert grace > Settings.model_fields["request_timeout_s"].default
+    # Ready without Ollama: the backend waits for nothing, and nothing publishes it but nginx.
+    assert "depends_on" not in blue and "ports" not in blue
 
 
 def test_frontend_reaches_the_backend_by_its_old_name_and_mounts_secrets_read_only():
@@ -60,7 +82,10 @@ def test_memory_limits_fit_the_vm_with_headroom():
     limits = {name: megabytes(s["mem_limit"]) for name, s in services.items() if "mem_limit" in s}
     long_running = set(services) - {"ollama-init"}
     assert set(limits) == long_running, "every long-running service has a memory limit"
-    assert sum(limits.values()) <= VM_MEMORY_MB - HEADROOM_MB, limits
+    # One slot runs; during a deploy the new one runs beside it until the switch.
+    steady = sum(limits.values()) - limits["backend-green"]
+    assert steady <= VM_MEMORY_MB - HEADROOM_MB, limits
+    assert steady + limits["backend-green"] <= VM_MEMORY_MB - HEADROOM_MB // 4, limits
 
 
 def test_offline_variant_swaps_ollama_for_the_sidecar_and_pulls_nothing():
@@ -83,11 +108,11 @@ def test_local_stack_is_production_with_local_images():
 
 
 def test_nginx_body_limit_matches_the_upload_limit():
-    conf = (DOCKER / "nginx" / "tikka.conf").read_text()
+    conf = (DOCKER / "nginx" / "tikka.conf").read_text() + (DOCKER / "nginx" / "api.inc").read_text()
     limits = set(re.findall(r"client_max_body_size (\d+)m;", conf))
     default = Settings.model_fields["max_upload_bytes"].default
     assert limits == {str(default // (1024 * 1024))}
-    backend_env = compose("docker-compose.yml")["services"]["backend"]["environment"]
+    backend_env = compose("docker-compose.yml")["services"]["backend-blue"]["environment"]
     assert int(backend_env["TIKKA_MAX_UPLOAD_BYTES"]) == default
     # Streams unbuffered, the app's WebSocket upgraded, ACME served, HTTP redirected.
     assert re.search(r"location ~ \^/\(v1/\)\?llm/ \{[^}]*proxy_buffering off;", conf)

@@ -25,7 +25,8 @@ export TIKKA_IMAGE_TAG=$sha-amd64
 CA=/etc/ssl/certs/ca-certificates.crt
 BUILD_VOLUME=${BUILD_VOLUME-$CA:$CA:ro}
 DOMAIN=tikka.local
-COMPOSE=("$BIN/podman-compose" -f "$ROOT/docker/docker-compose-local.yml" -f "$ROOT/docker/docker-compose.offline.yml")
+# The backend in its blue slot, as a first deploy starts it (docker/deploy/deploy.sh).
+COMPOSE=("$BIN/podman-compose" -f "$ROOT/docker/docker-compose-local.yml" -f "$ROOT/docker/docker-compose.offline.yml" --profile blue)
 ARM64=${SMOKE_ARM64:-1}
 t0=$(date +%s)
 step_start=$t0
@@ -63,8 +64,8 @@ for files in "docker/docker-compose.yml" "docker/docker-compose.yml docker/docke
   TIKKA_IMAGE_TAG=check "$BIN/podman-compose" "${args[@]}" config >/dev/null
   echo "compose config ok: $files"
 done
-podman run --rm --add-host tikka-backend:127.0.0.1 --add-host frontend:127.0.0.1 \
-  -v "$ROOT/docker/nginx/tikka.conf:/etc/nginx/conf.d/default.conf:ro" \
+podman run --rm --add-host backend-blue:127.0.0.1 --add-host frontend:127.0.0.1 \
+  -v "$ROOT/docker/nginx:/etc/nginx/conf.d:ro" \
   -v "$ROOT/docker/certs:/etc/letsencrypt:ro" docker.io/library/nginx:1.27-bookworm nginx -t
 "$BIN/hadolint" --config docker/.hadolint.yaml docker/*.Dockerfile
 echo "hadolint ok"
@@ -78,7 +79,7 @@ cleanup() { "${COMPOSE[@]}" down -v >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 cleanup
 # Every service but grafana, whose image no registry here can give (README "Deploy").
-"${COMPOSE[@]}" up -d ollama backend frontend nginx prometheus
+"${COMPOSE[@]}" up -d ollama backend-blue frontend nginx prometheus
 # podman runs health checks from systemd timers, which this machine lacks: run each
 # container's own health check here until all pass.
 deadline=$(( $(date +%s) + 240 ))
