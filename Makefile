@@ -27,7 +27,8 @@ export MALLOC_ARENA_MAX ?= 2
 
 .PHONY: setup model serve sidecar stack frontend browser kubectl screenshots test test-fast lint bench load build lock clean \
 	images image-backend image-frontend image-llm-sidecar push-images compose-up compose-down compose-logs \
-	local-up local-down local-logs local-certs smoke-images api-docs test-api reliability soak
+	local-up local-down local-logs local-certs smoke-images api-docs test-api reliability soak \
+	bento-release publish-image test-delivery delivery-report
 
 $(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar.txt requirements-frontend.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
@@ -119,7 +120,24 @@ load: setup
 
 # TIKKA_MODEL_TAG=food101-siglip:latest make build packages (and serves) that model instead.
 build: model
-	$(BIN)/bentoml build $(if $(TIKKA_MODEL_TAG),--arg model_tag=$(TIKKA_MODEL_TAG))
+	$(BIN)/bentoml build --arg git_sha=$(GIT_COMMIT) $(if $(TIKKA_MODEL_TAG),--arg model_tag=$(TIKKA_MODEL_TAG))
+
+# ---- Delivery: the steps of .github/workflows, as scripts (docker/delivery/; README "Delivery") ----
+# The release Bento: the model the variables TIKKA_GCS_BUCKET/TIKKA_GCS_PREFIX name, else the
+# embedded default.
+bento-release: setup
+	docker/delivery/build-bento.sh
+# One image for every platform, pushed to REGISTRY with TAGS (docker/delivery/image-tags.sh).
+publish-image:
+	docker/delivery/publish-image.sh $(IMAGE)
+# Every step from a push to production, executed here: GitHub's variables in a clean shell,
+# a local registry for GHCR, the GCS emulator, and a stand-in VM for the deploy and its
+# rollbacks under load. Reuses make smoke-images' images. Writes DELIVERY_REPORT.
+DELIVERY_REPORT ?= build/delivery/DELIVERY.md
+test-delivery: model local-certs
+	DELIVERY_REPORT=$(DELIVERY_REPORT) docker/delivery/test-delivery.sh
+delivery-report:
+	$(MAKE) --no-print-directory test-delivery DELIVERY_REPORT=docs/DELIVERY.md
 
 # ---- Images and Compose (docker/; see README "Deploy") ----------------------------------
 # CONTAINER: docker or podman. PLATFORMS: any of linux/amd64 linux/arm64 (emulated off-arch).
@@ -128,6 +146,7 @@ build: model
 CONTAINER ?= $(shell command -v docker >/dev/null && docker info >/dev/null 2>&1 && echo docker || echo podman)
 PLATFORMS ?= linux/amd64 linux/arm64
 VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+GIT_COMMIT := $(shell git rev-parse HEAD 2>/dev/null || echo unknown)
 GIT_SHA := $(shell git rev-parse --short=12 HEAD 2>/dev/null || echo unknown)
 IMAGE_TAG ?= $(GIT_SHA)
 REGISTRY ?= ghcr.io/$(or $(IMAGE_OWNER),tikkamasalai)
@@ -135,18 +154,21 @@ REGISTRY ?= ghcr.io/$(or $(IMAGE_OWNER),tikkamasalai)
 # smoke test does this on its sandbox); never baked into an image.
 BUILD_VOLUME ?=
 BENTO ?= tikkamasalai:latest
+# OCI labels on every image (docker/delivery/publish-image.sh adds the backend's model tag).
+IMAGE_LABELS ?= org.opencontainers.image.revision=$(GIT_COMMIT) org.opencontainers.image.version=$(VERSION)
 # podman writes OCI images by default, which drop HEALTHCHECK; Docker's format keeps it.
 PODMAN_FORMAT = $(if $(filter podman,$(CONTAINER)),--format docker)
 arch = $(lastword $(subst /, ,$(1)))
 
-image-backend: build
+# A named Bento (publish-image passes the release's) is containerized as it is.
+image-backend: $(if $(filter tikkamasalai:latest,$(BENTO)),build)
 	$(foreach p,$(PLATFORMS),$(BIN)/bentoml containerize $(BENTO) --backend $(CONTAINER) \
 		--opt platform=$(p) $(if $(BUILD_VOLUME),--opt volume=$(BUILD_VOLUME)) \
-		-t tikka-backend:$(IMAGE_TAG)-$(call arch,$(p)) &&) true
+		$(foreach l,$(IMAGE_LABELS),--opt label=$(l)) -t tikka-backend:$(IMAGE_TAG)-$(call arch,$(p)) &&) true
 
 image-frontend image-llm-sidecar: image-%:
 	$(foreach p,$(PLATFORMS),$(CONTAINER) build --platform $(p) $(PODMAN_FORMAT) $(if $(BUILD_VOLUME),-v $(BUILD_VOLUME)) \
-		-f docker/$*.Dockerfile -t tikka-$*:$(IMAGE_TAG)-$(call arch,$(p)) . &&) true
+		$(foreach l,$(IMAGE_LABELS),--label $(l)) -f docker/$*.Dockerfile -t tikka-$*:$(IMAGE_TAG)-$(call arch,$(p)) . &&) true
 
 images: image-backend image-frontend image-llm-sidecar
 
@@ -168,6 +190,8 @@ compose-logs:
 NATIVE_PLATFORM := linux/$(shell uname -m | sed 's/x86_64/amd64/;s/aarch64/arm64/')
 local-up local-down local-logs: export TIKKA_IMAGE_TAG = $(IMAGE_TAG)-$(call arch,$(NATIVE_PLATFORM))
 local-up local-down local-logs: export TIKKA_REGISTRY = localhost
+# The backend's blue slot (docker/nginx/backend.conf names it; deploy.sh switches slots on a VM).
+local-up local-down local-logs: export COMPOSE_PROFILES = blue
 local-up: local-certs
 	$(MAKE) images PLATFORMS=$(NATIVE_PLATFORM)
 	$(COMPOSE) -f $(CURDIR)/docker/docker-compose-local.yml $(COMPOSE_OFFLINE) up -d
