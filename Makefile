@@ -156,18 +156,23 @@ BUILD_VOLUME ?=
 BENTO ?= tikkamasalai:latest
 # OCI labels on every image (docker/delivery/publish-image.sh adds the backend's model tag).
 IMAGE_LABELS ?= org.opencontainers.image.revision=$(GIT_COMMIT) org.opencontainers.image.version=$(VERSION)
+# Machines without a registry (this project's sandbox; make test-delivery sets it): point the
+# stand-in base images (docker/sandbox/base-images.sh, a `podman tag` once cached) at each
+# platform before its build, since one local name holds one architecture.
+STAND_IN_BASES ?=
+stand_in = $(if $(STAND_IN_BASES),docker/sandbox/base-images.sh $(call arch,$(1)) >/dev/null &&)
 # podman writes OCI images by default, which drop HEALTHCHECK; Docker's format keeps it.
 PODMAN_FORMAT = $(if $(filter podman,$(CONTAINER)),--format docker)
 arch = $(lastword $(subst /, ,$(1)))
 
 # A named Bento (publish-image passes the release's) is containerized as it is.
 image-backend: $(if $(filter tikkamasalai:latest,$(BENTO)),build)
-	$(foreach p,$(PLATFORMS),$(BIN)/bentoml containerize $(BENTO) --backend $(CONTAINER) \
+	$(foreach p,$(PLATFORMS),$(call stand_in,$(p)) $(BIN)/bentoml containerize $(BENTO) --backend $(CONTAINER) \
 		--opt platform=$(p) $(if $(BUILD_VOLUME),--opt volume=$(BUILD_VOLUME)) \
 		$(foreach l,$(IMAGE_LABELS),--opt label=$(l)) -t tikka-backend:$(IMAGE_TAG)-$(call arch,$(p)) &&) true
 
 image-frontend image-llm-sidecar: image-%:
-	$(foreach p,$(PLATFORMS),$(CONTAINER) build --platform $(p) $(PODMAN_FORMAT) $(if $(BUILD_VOLUME),-v $(BUILD_VOLUME)) \
+	$(foreach p,$(PLATFORMS),$(call stand_in,$(p)) $(CONTAINER) build --platform $(p) $(PODMAN_FORMAT) $(if $(BUILD_VOLUME),-v $(BUILD_VOLUME)) \
 		$(foreach l,$(IMAGE_LABELS),--label $(l)) -f docker/$*.Dockerfile -t tikka-$*:$(IMAGE_TAG)-$(call arch,$(p)) . &&) true
 
 images: image-backend image-frontend image-llm-sidecar

@@ -131,6 +131,7 @@ def test_health_banner_and_probes(client):
     assert client.get("/health").json() == {"status": "ok"}
     banner = client.get("/").json()
     assert banner["status"] == "ok" and banner["model"].startswith("food-classifier:")
+    assert banner["git_sha"] == "unknown"  # a Bento built by make build or bento-release names its commit
     assert client.get("/livez").status_code == 200
     assert client.get("/readyz").status_code == 200
 

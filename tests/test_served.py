@@ -245,8 +245,12 @@ def test_metrics_count_requests_and_our_own_series(bento, photo):
 
 def test_health_and_banner_served(bento):
     assert httpx.get(f"{bento}/health").json() == {"status": "ok"}
-    assert httpx.get(f"{bento}/").json()["model"].startswith("food-classifier:")
+    banner = httpx.get(f"{bento}/").json()
+    # Served from the source tree, not a built Bento: no git_sha build argument.
+    assert banner["model"].startswith("food-classifier:") and banner["git_sha"] == "unknown"
     assert httpx.get(f"{bento}/livez").status_code == 200
+    metrics = httpx.get(f"{bento}/metrics").text
+    assert helpers.metric_value(metrics, "tikka_build_info", model_tag=banner["model"], git_sha="unknown") == 1
 
 
 def test_unknown_paths_share_one_metrics_label(bento, photo):

@@ -139,7 +139,7 @@ def main(argv: list[str]) -> None:
         record: dict = {"kind": kind}
         for pair in pairs:
             key, _, value = pair.partition("=")
-            record[key] = json.loads(value) if value[:1] in "[{" else value
+            record[key] = json.loads(value) if value.startswith(("[", "{")) else value
         append(record)
     elif command == "deploy":
         deploy(*args)

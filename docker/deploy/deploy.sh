@@ -16,12 +16,13 @@
 # Exit codes: 0 deployed; 2 failed before anything changed on the VM (nothing rolled
 # back); 1 failed after, and rolled back to the previous release, which passed its
 # health check again; 3 failed, and the rollback failed too.
-# Environment: COMPOSE (default "docker compose"), TIKKA_READY_TIMEOUT_S (300),
+# Environment: COMPOSE (default "docker compose"), ENGINE (docker), TIKKA_READY_TIMEOUT_S (300),
 # TIKKA_SERVICES in .env (the services besides the backend; default: all of them).
 set -uo pipefail
 dir=$(cd "${1:?usage: deploy.sh DIR TAG|--rollback}" && pwd)
 target=${2:?usage: deploy.sh DIR TAG|--rollback}
 read -ra COMPOSE_CMD <<< "${COMPOSE:-docker compose}"
+ENGINE=${ENGINE:-docker}
 READY_TIMEOUT_S=${TIKKA_READY_TIMEOUT_S:-300}
 live=$dir/live
 
@@ -47,30 +48,36 @@ other_services() {  # every service but the backend slots, or TIKKA_SERVICES
   compose config --services | grep -vx 'backend-blue\|backend-green' | tr '\n' ' '
 }
 update_other_services() {  # update_other_services SLOT: nginx last (its upstreams must resolve)
-  local services; services=$(other_services)
-  compose --profile "$1" up -d ${services//nginx/} && compose --profile "$1" up -d --no-deps nginx
+  local services running=0; services=$(other_services | sed 's/\bnginx\b//g')
+  compose exec -T nginx true >/dev/null 2>&1 && running=1
+  if [ -n "${services// /}" ]; then compose --profile "$1" up -d $services || return 1; fi
+  compose --profile "$1" up -d --no-deps nginx || return 1
+  # A recreated front end has a new address; nginx resolves names when it (re)loads.
+  if [ $running = 1 ]; then reload_nginx; fi
+}
+reload_nginx() {  # nginx -t, then a graceful reload: old workers finish what they hold
+  compose exec -T nginx nginx -t -q || { fail "nginx -t refused the configuration"; return 1; }
+  compose exec -T nginx nginx -s reload || return 1
+  sleep 1
+  # Wait until the old workers are gone before anything they talk to stops (bounded;
+  # the title is nginx's own for a draining worker).
+  for _ in $(seq 120); do
+    compose exec -T nginx sh -c 'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\0" " " | grep -q "shutting [d]own"' || break
+    sleep 0.5
+  done
 }
 in_slot_ready() {  # the slot's own /readyz, from inside its container
   compose --profile "$1" exec -T "backend-$1" python -c \
     "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/readyz', timeout=3)" >/dev/null 2>&1
 }
-through_edge_ready() {  # /readyz through nginx's :8000, as clients see it
-  compose exec -T nginx curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8000/readyz >/dev/null 2>&1
+through_edge_ready() {  # the API's /readyz and the app's health through nginx, as clients see them
+  compose exec -T nginx curl -fsS -o /dev/null --max-time 5 http://127.0.0.1:8000/readyz >/dev/null 2>&1 &&
+    compose exec -T nginx curl -fsSk -o /dev/null --max-time 5 https://127.0.0.1/_stcore/health >/dev/null 2>&1
 }
 point_nginx_at() {  # write backend.conf for the slot; test and reload when nginx runs
   sed -i "s/server backend-[a-z]*:8000;/server backend-$1:8000;/" "$live/nginx/backend.conf"
   grep -q "server backend-$1:8000;" "$live/nginx/backend.conf" || { fail "nginx/backend.conf names no slot"; return 1; }
-  if compose exec -T nginx true >/dev/null 2>&1; then
-    compose exec -T nginx nginx -t -q || { fail "nginx -t refused the configuration"; return 1; }
-    compose exec -T nginx nginx -s reload || return 1
-    sleep 1
-    # Old workers finish the requests they hold, then exit: wait for that before the old
-    # slot stops (bounded; the title is nginx's own for a draining worker).
-    for _ in $(seq 120); do
-      compose exec -T nginx sh -c 'cat /proc/[0-9]*/cmdline 2>/dev/null | tr "\0" " " | grep -q "shutting down"' || break
-      sleep 0.5
-    done
-  fi
+  if compose exec -T nginx true >/dev/null 2>&1; then reload_nginx; fi
 }
 sync_release() {  # sync_release TAG: live/ becomes that release's docker/, operator files kept
   # Files are rewritten in place, never replaced by new directories: nginx's folder mount
@@ -104,11 +111,19 @@ staging=$(mktemp -d "$dir/.staging.XXXX"); trap 'rm -rf "$staging"' EXIT
 cp -a "$dir/releases/$tag/." "$staging/"
 cp "$live/.env" "$staging/.env" || { fail "no $live/.env: write the operator's settings there first"; exit 2; }
 put "$staging/.env" TIKKA_IMAGE_TAG "$tag"
-phase "pull"
-if ! (live=$staging; compose --profile "$new_slot" pull "backend-$new_slot" $(live=$staging; other_services)); then
-  fail "pulling the images of $tag failed; nothing on the VM was changed"
-  exit 2
-fi
+# The project's own images at the new tag, as the release's Compose files name them
+# (third-party images are pinned by version: `up` pulls them if they are missing).
+registry=$(get "$staging/.env" TIKKA_REGISTRY)
+IFS=: read -ra files <<< "$(get "$staging/.env" COMPOSE_FILE)"
+images=$(cd "$staging" && grep -ho '/tikka-[a-z-]*:${TIKKA_IMAGE_TAG' "${files[@]:-docker-compose.yml}" | sort -u \
+  | sed "s|^/\(tikka-[a-z-]*\):.*|${registry:-ghcr.io/tikkamasalai}/\1:$tag|")
+phase "pull $(echo $images)"
+for image in $images; do
+  if ! "$ENGINE" pull -q "$image" >/dev/null; then
+    fail "$image cannot be pulled; nothing on the VM was changed"
+    exit 2
+  fi
+done
 
 # ---- 2. The change. From here on a failure rolls back. ----
 rollback() {

@@ -19,19 +19,21 @@ if [ "$arch" != "$(dpkg --print-architecture)" ]; then
 fi
 
 tarball=$cache/debian-bookworm-$arch.tar
-if [ ! -s "$tarball" ]; then
-  root=$(mktemp -d)
-  trap 'rm -rf "$root"' EXIT
-  echo "debootstrap bookworm ($arch) from $mirror"
-  debootstrap --arch="$arch" --variant=minbase bookworm "$root" "$mirror" >/dev/null
-  printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb http://deb.debian.org/debian-security bookworm-security main\n' \
-    "$mirror" "$mirror" > "$root/etc/apt/sources.list"
-  rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
-  tar -C "$root" --numeric-owner -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
-fi
-
 base=localhost/debian-base:bookworm-$arch
-podman image exists "$base" || podman import --arch "$arch" "$tarball" "$base" >/dev/null
+# The debootstrap root only when the base image is not there already.
+if ! podman image exists "$base"; then
+  if [ ! -s "$tarball" ]; then
+    root=$(mktemp -d)
+    trap 'rm -rf "$root"' EXIT
+    echo "debootstrap bookworm ($arch) from $mirror"
+    debootstrap --arch="$arch" --variant=minbase bookworm "$root" "$mirror" >/dev/null
+    printf 'deb %s bookworm main\ndeb %s bookworm-updates main\ndeb http://deb.debian.org/debian-security bookworm-security main\n' \
+      "$mirror" "$mirror" > "$root/etc/apt/sources.list"
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    tar -C "$root" --numeric-owner -cf "$tarball.tmp" . && mv "$tarball.tmp" "$tarball"
+  fi
+  podman import --arch "$arch" "$tarball" "$base" >/dev/null
+fi
 
 # name -> Containerfile; rebuilt only when missing for this arch.
 stand_in() {
