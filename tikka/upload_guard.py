@@ -87,6 +87,11 @@ class ImageUpload(PurePosixPath):
 
     @classmethod
     def __get_pydantic_json_schema__(cls, schema: Any, handler: Any) -> dict[str, str]:
+        # As BentoML's own file types (_bentoml_sdk.validators.FileSchema): "type: file" in
+        # the validation schema (/schema.json) is what makes bentoml.SyncHTTPClient and
+        # AsyncHTTPClient send the field as a multipart file; OpenAPI gets string/binary.
+        if handler.mode == "validation":
+            return {"type": "file", "format": "binary"}
         return {"type": "string", "format": "binary"}
 
 
