@@ -78,7 +78,7 @@ class Backend:
                         continue
                     record = json.loads(line)
                     if "error" in record:
-                        raise BackendError(f"The cooking assistant stopped: {record['error']}")
+                        raise BackendError(f"The cooking assistant stopped: {record.get('detail') or record['error']}")
                     if record.get("response"):
                         yield record["response"]
 

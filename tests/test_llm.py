@@ -271,9 +271,9 @@ def test_sidecar_killed_then_back_recovers(fault_bento, fault_port):
             rest = [json.loads(line) for line in lines if line.strip()]
         assert all(r["done"] is False for r in first)
         assert rest and rest[-1]["done"] is True and rest[-1]["done_reason"] == "error"
-        assert rest[-1]["error_code"] == "llm_unavailable"
+        assert rest[-1]["error"] == "llm_unavailable" and rest[-1]["detail"]
         fault("dies mid-stream (SIGKILL after 3 records)",
-              f"200, {len(first) + len(rest) - 1} records, then an error_code record", None)
+              f"200, {len(first) + len(rest) - 1} records, then an error record", None)
 
         down = post(fault_bento, "/llm/generate", prompt="hi")
         assert down.status_code == 503
@@ -308,8 +308,8 @@ def test_garbage_in_the_middle_of_a_stream_ends_it_with_an_error_record(fault_be
     assert response.status_code == 200
     records = ndjson(response)
     assert [r["response"] for r in records[:2]] == ["Pizza", "Pizza"]
-    assert records[-1]["done"] is True and records[-1]["error_code"] == "llm_error", records[-1]
-    fault("garbage in the middle of a stream", f"200, {len(records) - 1} records, then an error_code record", None)
+    assert records[-1]["done"] is True and records[-1]["error"] == "llm_error" and records[-1]["detail"], records[-1]
+    fault("garbage in the middle of a stream", f"200, {len(records) - 1} records, then an error record", None)
 
 
 def test_zz_record_the_sidecar_faults():

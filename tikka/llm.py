@@ -259,7 +259,7 @@ async def stream_ndjson(
             raise LLMFailed("the LLM stream ended without a final record")
         except ServiceError as exc:
             observe(task, exc.error, started)
-            yield line({"error": str(exc), "error_code": exc.error, "done": True, "done_reason": "error"})
+            yield line({"error": exc.error, "detail": str(exc), "done": True, "done_reason": "error"})
 
     return lines()
 

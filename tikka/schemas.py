@@ -85,7 +85,7 @@ class GenerationOptions(BaseModel):
         description=(
             "Stream NDJSON (application/x-ndjson): one {\"response\": str, \"done\": false}"
             " object per line as tokens come, then a final line with the statistics"
-            " (done: true), or an {\"error\", \"done\": true, \"done_reason\": \"error\"} line."
+            " (done: true), or an {\"error\", \"detail\", \"done\": true, \"done_reason\": \"error\"} line."
         ),
     )
 
