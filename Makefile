@@ -89,6 +89,7 @@ test: lint model browser kubectl
 
 lint: setup
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 test-fast: model
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
@@ -223,7 +224,7 @@ smoke-images: model local-certs
 # docs/openapi.json (a test keeps it current) and the rendered reference in docs/api/.
 REDOCLY := @redocly/cli@2.77.0
 api-docs: model
-	$(BIN)/python -m tikka.openapi > docs/openapi.json
+	$(BIN)/python -m tikka.tools.openapi_document > docs/openapi.json
 	@if command -v npx >/dev/null; then \
 		npx --yes $(REDOCLY) build-docs docs/openapi.json --output docs/api/index.html; \
 	else \

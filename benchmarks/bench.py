@@ -124,8 +124,8 @@ def single_latency_ms(url: str, photo: bytes, count: int) -> float:
 
 def offline_ceiling(model_path: str, photos: list[bytes], seconds: float) -> dict:
     """Decode + preprocessing in one thread, the model on the batch before: the best of each split."""
-    from tikka.classifier import load_classifier
-    from tikka.imaging import InputSpec, decode_upload
+    from tikka.model.imaging import InputSpec, decode_upload
+    from tikka.model.runtime import load_classifier
 
     spec = InputSpec.from_checkpoint(model_path)
 

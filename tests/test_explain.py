@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 
 from tests import helpers
-from tikka.classifier import load_classifier
-from tikka.explain import jet, render_overlay
-from tikka.imaging import InputSpec, ViewBox
+from tikka.model.explain import jet, render_overlay
+from tikka.model.imaging import InputSpec, ViewBox
+from tikka.model.runtime import load_classifier
 
 
 @pytest.fixture(scope="module", params=["openvino", "torch"])

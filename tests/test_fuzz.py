@@ -23,7 +23,7 @@ from schemathesis import GenerationMode
 
 from tests import helpers, reliability
 from tikka.errors import ServiceError
-from tikka.imaging import decode_upload
+from tikka.model.imaging import decode_upload
 
 EXAMPLES_PER_ROUTE = 30
 TRIED: Counter[str] = Counter()

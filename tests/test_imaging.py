@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 
 from tests import helpers
-from tikka.imaging import (
+from tikka.model.imaging import (
     EmptyUpload,
     ImageTooLarge,
     InputSpec,
@@ -150,7 +150,7 @@ def test_view_box_is_the_centre_crop_of_the_short_side(default_model):
 PEAK_RSS_SCRIPT = """
 import re, sys
 from PIL import Image
-from tikka.imaging import InputSpec
+from tikka.model.imaging import InputSpec
 spec = InputSpec.from_checkpoint(sys.argv[1])
 pixels = spec.preprocess(Image.new("RGB", (int(sys.argv[2]), int(sys.argv[3])), (200, 120, 40)))
 assert pixels.shape == (224, 224, 3), pixels.shape
@@ -180,7 +180,7 @@ def test_extreme_aspect_ratios_are_resized_without_blowing_up_memory(default_mod
 
 def test_wide_panoramas_resize_only_the_crop_with_the_same_answers(default_model):
     """The crop-only resize (past 4:1) against the full resize on a 5:1 panorama: same classification."""
-    from tikka.classifier import load_classifier
+    from tikka.model.runtime import load_classifier
 
     spec = InputSpec.from_checkpoint(default_model.path)
     panorama = helpers.photo_image("pizza.jpg").resize((2000, 400))

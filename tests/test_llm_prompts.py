@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tikka.llm import TEMPLATES, dish_prompt, humanize_label, same_model
+from tikka.llm.client import TEMPLATES, dish_prompt, humanize_label, same_model
 
 
 @pytest.mark.parametrize(

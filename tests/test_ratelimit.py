@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests import helpers, reliability
-from tikka.ratelimit import TokenBuckets
+from tikka.http.ratelimit import TokenBuckets
 
 ORIGIN = "http://localhost:8501"
 RATE, BURST = 2, 3

@@ -8,8 +8,7 @@ import torch
 from transformers import SiglipVisionConfig, ViTConfig
 
 from tests.tiny_models import save_tiny_siglip, save_tiny_vit
-from tikka.classifier import TorchClassifier, load_classifier
-from tikka.explain import (
+from tikka.model.explain import (
     TokenLayout,
     UnsupportedModelError,
     attention_rollout,
@@ -18,6 +17,7 @@ from tikka.explain import (
     rollout_heatmap,
     token_layout,
 )
+from tikka.model.runtime import TorchClassifier, load_classifier
 
 SIGLIP = TokenLayout((3, 3), 0, "mean")
 VIT = TokenLayout((3, 3), 1, "cls")
@@ -131,7 +131,7 @@ def test_exported_transformers_classify_and_roll_out_as_torch_does(tiny, tmp_pat
     """The graph carries the rollout: the served runtime explains without torch, with torch's answers."""
     import shutil
 
-    from tikka.export import export_onnx
+    from tikka.tools.export import export_onnx
 
     family, reference = tiny
     directory = tmp_path / family
@@ -151,7 +151,7 @@ def test_lean_preprocessing_gives_the_processor_answers(tiny):
     from transformers import AutoImageProcessor
 
     from tests import helpers
-    from tikka.imaging import InputSpec
+    from tikka.model.imaging import InputSpec
 
     _, classifier = tiny
     processor = AutoImageProcessor.from_pretrained(str(classifier.model_path))
@@ -190,7 +190,7 @@ def test_a_token_count_that_disagrees_with_the_config_is_an_error(tiny, monkeypa
 def test_architectures_without_a_method_are_reported_as_such():
     from transformers import ConvNextConfig, SiglipConfig
 
-    from tikka.explain import explain_method
+    from tikka.model.explain import explain_method
 
     assert explain_method(ConvNextConfig().model_type) is None
     assert explain_method(ViTConfig().model_type) == "attention-rollout"

@@ -116,7 +116,7 @@ def test_sustained_concurrent_load_has_no_failures(bento, photo):
 
 def test_latency_returns_to_idle_after_a_burst(bento, photo):
     """BentoML's batcher learnt its wait from queueing during a burst and then held every
-    lone request that long (5x the idle latency, for minutes); tikka/batching.py caps it."""
+    lone request that long (5x the idle latency, for minutes); tikka/bentoml_patches.py caps it."""
     data = photo("pizza.jpg")
 
     def idle_latency() -> float:

@@ -6,7 +6,6 @@ PROMETHEUS_MULTIPROC_DIR so every worker process's samples are aggregated.
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
 import time
@@ -79,41 +78,3 @@ def report_resident_memory(service: str, interval_s: float = 5.0) -> None:
             time.sleep(interval_s)
 
     threading.Thread(target=update_forever, name="rss-gauge", daemon=True).start()
-
-
-UNMATCHED_PATH = "/<unmatched>"
-
-
-def bound_endpoint_labels(known_paths: frozenset[str], known_prefixes: tuple[str, ...] = ()) -> None:
-    """Label requests to unknown paths ``/<unmatched>`` in BentoML's request metrics.
-
-    BentoML 1.4.40 labels every request with its raw path, so each unknown URL added
-    series to /metrics for good (about 4.5 KB per path, 1.4 MB for a 60 KB URL, NUL
-    bytes from ``/predict%00``). Its metrics middleware runs before any of the
-    service's own, so the label is fixed by wrapping that middleware: the request
-    is counted under one label and still routed (and answered 404) by its own path.
-    Called in the gateway's process only; idempotent.
-    """
-    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
-
-    if getattr(RunnerTrafficMetricsMiddleware.__call__, "bounded", False):
-        return
-    counted = RunnerTrafficMetricsMiddleware.__call__
-
-    async def call_with_bounded_labels(self, scope, receive, send):
-        path = scope.get("path", "")
-        if scope["type"] != "http" or path in known_paths or path.startswith(known_prefixes):
-            return await counted(self, scope, receive, send)
-        if not self._is_setup:  # set up once, on the real middleware, never on the copy below
-            self._setup()
-        app = self.app
-
-        async def routed_by_its_own_path(inner_scope, inner_receive, inner_send):
-            await app({**inner_scope, "path": path, "raw_path": scope.get("raw_path")}, inner_receive, inner_send)
-
-        relabelled = copy.copy(self)
-        relabelled.app = routed_by_its_own_path
-        await counted(relabelled, {**scope, "path": UNMATCHED_PATH}, receive, send)
-
-    call_with_bounded_labels.bounded = True
-    RunnerTrafficMetricsMiddleware.__call__ = call_with_bounded_labels

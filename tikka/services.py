@@ -22,36 +22,34 @@ from bentoml.exceptions import BentoMLException
 from starlette.responses import StreamingResponse
 
 from tikka import metrics
-from tikka.api import ENTRY_SERVICE, VersionedRoutes, api_app
-from tikka.auth import APIKeyAuth
-from tikka.batching import cap_batching_wait
-from tikka.classifier import config_labels, load_classifier, model_type, read_config, top_k_labels
+from tikka.bentoml_patches import bound_endpoint_labels, cap_batching_wait
 from tikka.errors import (
-    CORS,
     ClassifierBusy,
     ClassifierTimeout,
     ClassifierUnavailable,
-    ErrorBoundary,
     ExplanationUnavailable,
     InvalidPrompt,
     ServiceError,
 )
-from tikka.explain import explain_method, render_overlay
-from tikka.imaging import InputSpec, decode_upload
-from tikka.llm import Task, complete, dish_prompt, get_llm_client, stream_ndjson
-from tikka.openapi import API_PREFIX, VERSIONED_PATHS, public_openapi
-from tikka.overload import ConcurrencyLimit
-from tikka.ratelimit import RateLimit
-from tikka.schemas import (
+from tikka.http.api import ENTRY_SERVICE, VersionedRoutes, api_app
+from tikka.http.auth import APIKeyAuth
+from tikka.http.errors import CORS, ErrorBoundary, render
+from tikka.http.openapi import API_PREFIX, VERSIONED_PATHS, public_openapi
+from tikka.http.overload import ConcurrencyLimit
+from tikka.http.ratelimit import RateLimit
+from tikka.http.schemas import (
     DishRequest,
     ExplanationResponse,
     GenerateRequest,
-    GenerateResponse,
     PredictionResponse,
     RawExplanation,
 )
+from tikka.http.upload_guard import ImageUpload, UploadGuard
+from tikka.llm.client import GenerateResponse, Task, complete, dish_prompt, get_llm_client, stream_ndjson
+from tikka.model.explain import explain_method, render_overlay
+from tikka.model.imaging import InputSpec, decode_upload
+from tikka.model.runtime import config_labels, load_classifier, model_type, read_config, top_k_labels
 from tikka.settings import get_settings
-from tikka.upload_guard import ImageUpload, UploadGuard
 
 settings = get_settings()
 # BentoML's own routes on the entry service, besides the APIs and the mounted app.
@@ -126,7 +124,7 @@ class Classifier:
 
 @bentoml.service(
     name=ENTRY_SERVICE,
-    # No traffic.max_concurrency: tikka/overload.py sheds load, in the service's error shape.
+    # No traffic.max_concurrency: tikka/http/overload.py sheds load, in the service's error shape.
     traffic={"timeout": settings.request_timeout_s},
 )
 @bentoml.asgi_app(api_app, path="/")
@@ -149,7 +147,7 @@ class Gateway:
         metrics.START_TIME.set(time.time())
         metrics.report_resident_memory("Gateway")
         api_app.state.openapi = public_openapi(Gateway.openapi_spec.asdict())
-        metrics.bound_endpoint_labels(
+        bound_endpoint_labels(
             frozenset({api.route for api in Gateway.apis.values()} | {route.path for route in api_app.routes}
                       | {API_PREFIX + path for path in VERSIONED_PATHS} | set(BENTOML_ROUTES)),
             ("/static_content/",),
@@ -286,7 +284,7 @@ def reject(ctx: bentoml.Context, exc: ServiceError):
     ctx.response.status_code and metadata onto whatever the API returns, so both are set."""
     ctx.response.status_code = exc.status_code
     ctx.response.metadata.update(exc.headers)
-    return exc.response()
+    return render(exc)
 
 
 Gateway.add_asgi_middleware(VersionedRoutes, prefix=API_PREFIX, paths=VERSIONED_PATHS)

@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(8, ge=2)
     max_latency_ms: int = Field(5_000, ge=100)
     max_batch_wait_ms: float = Field(
-        2.0, ge=0, description="Longest a request is held back to batch with later ones (tikka/batching.py)."
+        2.0, ge=0, description="Longest a request is held back to batch with later ones (tikka/bentoml_patches.py)."
     )
 
     # Upload validation
@@ -111,13 +111,13 @@ class Settings(BaseSettings):
             "http://tikkamasalai.tech",
         ]
     )
-    # Access control (tikka/auth.py): off while empty. JSON lists, several keys for rotation.
+    # Access control (tikka/http/auth.py): off while empty. JSON lists, several keys for rotation.
     api_keys: list[str] = Field(default_factory=list, description="Keys for the prediction and LLM routes.")
     metrics_keys: list[str] = Field(default_factory=list, description="Keys for /metrics and /dashboard.")
     request_timeout_s: int = Field(60, ge=1)
     readiness_timeout_s: int = Field(2, ge=1, description="/readyz gives up on the classifier after this.")
     max_concurrency: int = Field(64, ge=1)
-    # Per-client rate limit (tikka/ratelimit.py): off at 0. The client is the API key when
+    # Per-client rate limit (tikka/http/ratelimit.py): off at 0. The client is the API key when
     # keys are configured, else the address; uvicorn takes the address from X-Forwarded-For
     # only for peers in FORWARDED_ALLOW_IPS (its own setting; default 127.0.0.1).
     rate_limit_per_s: float = Field(0.0, ge=0, description="Requests per second each client may sustain.")

@@ -11,7 +11,7 @@ inside the graph (once per batch, in the runtime), then the model. Outputs:
     weights are the linear weights divided by h*w, so CAM equals Grad-CAM once
     normalised, and needs no gradients;
   - ViT, DeiT, SigLIP: attention rollout over the patch grid
-    (``tikka.explain.attention_rollout``, traced into the graph).
+    (``tikka.model.explain.attention_rollout``, traced into the graph).
 
 Torch is needed here (the scripts in ``models/``), never by the served graph.
 The export is checked against torch before it is kept; a checkpoint that does
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tikka.classifier import ONNX_FILE, model_type, read_config
-from tikka.imaging import InputSpec
+from tikka.model.imaging import InputSpec
+from tikka.model.runtime import ONNX_FILE, model_type, normalisation, read_config
 
 logger = logging.getLogger(__name__)
 
@@ -42,20 +42,11 @@ class ExportError(Exception):
     """The checkpoint cannot be exported, or its export does not match torch."""
 
 
-def normalisation(spec: InputSpec):
-    """(scale, offset) with ``pixels * scale + offset`` = the processor's rescale + normalise."""
-    import torch
-
-    std = torch.tensor(spec.std, dtype=torch.float32).reshape(1, 3, 1, 1)
-    mean = torch.tensor(spec.mean, dtype=torch.float32).reshape(1, 3, 1, 1)
-    return spec.rescale / std, -mean / std
-
-
 def _graph_module(model, spec: InputSpec):
     """The torch module that is exported: normalise, classify, explain."""
     import torch
 
-    from tikka.explain import attention_rollout, explain_method, rollout_heatmap, token_layout
+    from tikka.model.explain import attention_rollout, explain_method, rollout_heatmap, token_layout
 
     scale, offset = normalisation(spec)
     method = explain_method(model.config.model_type)
@@ -115,7 +106,7 @@ def has_cam_head(timm_model) -> bool:
 def load_for_export(model_path: Path):
     from transformers import AutoModelForImageClassification
 
-    from tikka.explain import explain_method
+    from tikka.model.explain import explain_method
 
     # Only eager attention returns attention weights (for rollout).
     eager = explain_method(model_type(read_config(model_path))) == "attention-rollout"

@@ -7,7 +7,7 @@ routes, and every error answer with an example of its JSON body (the README's
 error table). Served at /openapi.json (Swagger UI at /docs); `make api-docs`
 writes it to docs/openapi.json, which a test keeps in step.
 
-    python -m tikka.openapi > docs/openapi.json
+    python -m tikka.tools.openapi_document > docs/openapi.json
 """
 
 from __future__ import annotations
@@ -246,12 +246,3 @@ def drop_unused_schemas(spec: dict) -> None:
     for name in set(schemas) - used:
         del schemas[name]
 
-
-def main() -> None:
-    from service import Gateway
-
-    print(json.dumps(public_openapi(Gateway.openapi_spec.asdict()), indent=2, sort_keys=True))
-
-
-if __name__ == "__main__":
-    main()

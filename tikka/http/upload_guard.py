@@ -16,7 +16,7 @@ BentoML logs a failed validation with its traceback and the input in it (a user'
 prompt, in the log). On every guarded route a body that stalls is answered 408
 instead of waiting for BentoML's 60 s.
 
-Every refusal is raised as an error of tikka/errors.py and rendered by its ErrorBoundary.
+Every refusal is raised as an error of tikka/errors.py and rendered by tikka/http/errors.py's ErrorBoundary.
 
 Uploads stay in memory (the deployment this one replaces promised images are
 "processed transiently in-memory"): see ``ImageUpload`` and the spool size below.
@@ -50,8 +50,8 @@ from tikka.errors import (
     UnexpectedField,
     UnsupportedMediaType,
     UploadTooLarge,
-    validation_message,
 )
+from tikka.http.errors import validation_message
 
 # Declared types we accept besides image/*: what curl and many clients send
 # when they cannot guess; the bytes are sniffed by the decoder anyway.

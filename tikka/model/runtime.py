@@ -3,7 +3,7 @@
 No HTTP in here: the classifier is usable (and tested) on its own. Both
 runtimes take what the gateway ships, uint8 pixels (N, H, W, 3) already
 resized and cropped, and normalise a whole batch at once. ONNX Runtime serves
-the graph exported at import time (tikka/export.py): about 3x torch's speed on
+the graph exported at import time (tikka/tools/export.py): about 3x torch's speed on
 a 2-core CPU (benchmarks/REPORT.md). Torch serves a checkpoint that has no
 export, and is imported only then.
 """
@@ -18,12 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
-from tikka.explain import Explanation, attention_shape, explain_method, normalise
-from tikka.imaging import InputSpec
+from tikka.model.explain import Explanation, attention_shape, explain_method, normalise
+from tikka.model.imaging import InputSpec
 
 logger = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"  # written by tikka/export.py beside the checkpoint
+ONNX_FILE = "model.onnx"  # written by tikka/tools/export.py beside the checkpoint
 
 
 def read_config(model_path: str | Path) -> dict:
@@ -200,6 +200,15 @@ def _openvino(path: Path, device: str, threads: int):
     return run, [name for output in compiled.outputs for name in output.get_names()], target
 
 
+def normalisation(spec: InputSpec):
+    """(scale, offset) with ``pixels * scale + offset`` = the processor's rescale + normalise."""
+    import torch
+
+    std = torch.tensor(spec.std, dtype=torch.float32).reshape(1, 3, 1, 1)
+    mean = torch.tensor(spec.mean, dtype=torch.float32).reshape(1, 3, 1, 1)
+    return spec.rescale / std, -mean / std
+
+
 class TorchClassifier(_Classifier):
     """An ``AutoModelForImageClassification`` checkpoint on torch, loaded once, frozen."""
 
@@ -208,8 +217,6 @@ class TorchClassifier(_Classifier):
     def __init__(self, model_path: Path, device: str = "auto", threads: int | None = None):
         import torch
         from transformers import AutoModelForImageClassification
-
-        from tikka.export import normalisation
 
         super().__init__(model_path)
         if threads:
@@ -252,7 +259,7 @@ class TorchClassifier(_Classifier):
             return logits.float().softmax(dim=-1).cpu().numpy()
 
     def explain(self, pixels: np.ndarray) -> Explanation | None:
-        from tikka.explain import explain
+        from tikka.model.explain import explain
 
         if self.explain_method is None:
             return None

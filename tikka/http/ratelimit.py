@@ -25,8 +25,8 @@ from collections.abc import Iterable
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tikka.auth import presented_key
 from tikka.errors import TooManyRequests
+from tikka.http.auth import presented_key
 
 
 class TokenBuckets:

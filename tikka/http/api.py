@@ -12,7 +12,8 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tikka.schemas import HealthResponse, LLMHealthResponse
+from tikka.http.schemas import HealthResponse
+from tikka.llm.client import LLMHealth, get_llm_client
 
 SERVICE_NAME = "TikkaMasalAI"
 ENTRY_SERVICE = "tikka"  # the Gateway's BentoML service name, as /metrics labels it
@@ -64,7 +65,7 @@ async def banner(request: Request) -> dict[str, str]:
 
 @api_app.get("/docs", include_in_schema=False)
 async def swagger_ui() -> HTMLResponse:
-    """Swagger UI for the public API document (/openapi.json; tikka/openapi.py).
+    """Swagger UI for the public API document (/openapi.json; tikka/http/openapi.py).
 
     BentoML's own page lives at `/`, where this app's banner answers, and loads a
     tag manager; this one uses the Swagger assets BentoML bundles: no CDN, no tracking.
@@ -100,7 +101,7 @@ class VersionedRoutes:
 
 @api_app.get("/openapi.json", include_in_schema=False)
 async def openapi_document(request: Request) -> JSONResponse:
-    """The public API document: BentoML's, completed by tikka/openapi.py (set by the Gateway)."""
+    """The public API document: BentoML's, completed by tikka/http/openapi.py (set by the Gateway)."""
     return JSONResponse(request.app.state.openapi)
 
 
@@ -109,14 +110,10 @@ async def health() -> HealthResponse:
     return HealthResponse(status="ok")
 
 
-@api_app.get("/llm/health", summary="LLM sidecar status", response_model=LLMHealthResponse)
-async def llm_health() -> LLMHealthResponse:
+@api_app.get("/llm/health", summary="LLM sidecar status", response_model=LLMHealth)
+async def llm_health() -> LLMHealth:
     """Always 200 within ~2 s: the Bento is fine; the body says how the LLM is."""
-    from dataclasses import asdict
-
-    from tikka.llm import get_llm_client
-
-    return LLMHealthResponse(**asdict(await get_llm_client().health()))
+    return await get_llm_client().health()
 
 
 @api_app.get("/dashboard", summary="Metrics dashboard (HTML)", response_class=HTMLResponse)

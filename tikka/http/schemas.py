@@ -110,17 +110,3 @@ class DishRequest(GenerationOptions):
     task: Literal["recipe", "nutrition", "origin"] = Field(examples=["recipe"])
 
 
-class GenerateResponse(BaseModel):
-    response: str = Field(description="The generated text (for /llm/dish, including the begun answer).")
-    model: str = Field(examples=["gemma3:270m"])
-    done: bool
-    done_reason: str = Field(examples=["stop", "length"])
-    eval_count: int = Field(description="Tokens generated.")
-    duration_ms: float = Field(description="Wall time of the LLM call, as the gateway measured it.")
-
-
-class LLMHealthResponse(BaseModel):
-    status: Literal["healthy", "unavailable", "model_missing"]
-    ollama_url: str
-    available_models: list[str]
-    configured_model: str

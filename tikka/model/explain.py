@@ -26,7 +26,7 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
-from tikka.imaging import ViewBox
+from tikka.model.imaging import ViewBox
 
 OVERLAY_MAX_SIDE = 1024
 OVERLAY_ALPHA = 0.45
@@ -152,7 +152,7 @@ def explain_with_attention(model, pixel_values) -> Explanation:
 def attention_rollout(attentions: Sequence, residual: float = 0.5):
     """Per-layer (N, heads, tokens, tokens) attention tensors -> (N, tokens, tokens) rollout.
 
-    Torch operations only, so that the ONNX export (tikka/export.py) traces the
+    Torch operations only, so that the ONNX export (tikka/tools/export.py) traces the
     very same arithmetic into the served graph.
     """
     import torch

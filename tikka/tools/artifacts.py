@@ -7,7 +7,7 @@ weights) that ``AutoModelForImageClassification`` can load.
 Imports are atomic: files are downloaded and verified in a temporary directory,
 and ``bentoml.models.create`` only moves a model into the store when its block
 exits cleanly. Each import also exports the ONNX graph that is served
-(tikka/export.py) into the same model. Store versions are derived from the content (object generations
+(tikka/tools/export.py) into the same model. Store versions are derived from the content (object generations
 and checksums, or file hashes), so an unchanged source maps to a version that
 is already there and nothing is downloaded.
 """
@@ -28,8 +28,8 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import NotFound
 
-from tikka.classifier import config_labels
-from tikka.export import EXPORT_VERSION, export_onnx
+from tikka.model.runtime import config_labels
+from tikka.tools.export import EXPORT_VERSION, export_onnx
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
@@ -126,7 +126,7 @@ def import_checkpoint(
             {
                 "labels": labels,
                 "num_labels": len(labels),
-                # The served graph (tikka/export.py), or None: served with torch.
+                # The served graph (tikka/tools/export.py), or None: served with torch.
                 "onnx_graph": onnx_graph.name if onnx_graph else None,
                 "onnx_export_version": EXPORT_VERSION,
                 "architecture": (config.get("architectures") or [config.get("architecture", "unknown")])[0],

@@ -12,12 +12,12 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Literal
 
 import httpx
 import ollama
+from pydantic import BaseModel, Field
 
 from tikka import metrics
 from tikka.errors import (
@@ -29,7 +29,6 @@ from tikka.errors import (
     LLMUnavailable,
     ServiceError,
 )
-from tikka.schemas import GenerateResponse
 from tikka.settings import Settings, get_settings
 
 Task = Literal["recipe", "nutrition", "origin"]
@@ -67,8 +66,16 @@ def dish_prompt(dish: str, task: Task) -> tuple[str, str]:
     return instruction.format(name=name) + start, start
 
 
-@dataclass(frozen=True)
-class LLMHealth:
+class GenerateResponse(BaseModel):
+    response: str = Field(description="The generated text (for /llm/dish, including the begun answer).")
+    model: str = Field(examples=["gemma3:270m"])
+    done: bool
+    done_reason: str = Field(examples=["stop", "length"])
+    eval_count: int = Field(description="Tokens generated.")
+    duration_ms: float = Field(description="Wall time of the LLM call, as the gateway measured it.")
+
+
+class LLMHealth(BaseModel):
     status: Literal["healthy", "unavailable", "model_missing"]
     ollama_url: str
     available_models: list[str]
@@ -202,10 +209,10 @@ class LLMClient:
         try:
             listed = await asyncio.wait_for(self.client.list(), timeout=self.settings.llm_health_timeout_s)
         except Exception:  # refused, hung, garbage: all mean "unavailable" here
-            return LLMHealth("unavailable", self.url, [], self.model)
+            return LLMHealth(status="unavailable", ollama_url=self.url, available_models=[], configured_model=self.model)
         names = [m.model for m in listed.models if m.model]
         status = "healthy" if any(same_model(n, self.model) for n in names) else "model_missing"
-        return LLMHealth(status, self.url, names, self.model)
+        return LLMHealth(status=status, ollama_url=self.url, available_models=names, configured_model=self.model)
 
 
 async def complete(

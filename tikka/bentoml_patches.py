@@ -1,0 +1,90 @@
+"""Every workaround for BentoML internals, in one place, for the version they were written for.
+
+Importing this module checks that the installed BentoML is that version: an upgrade fails
+loudly here, and each workaround below is then checked against the new version by the
+test it names before ``WRITTEN_FOR`` moves.
+
+1. ``cap_batching_wait``: adaptive batching held a lone request back for a batch that
+   never came. BentoML's dispatcher holds a request while ``n * (wait_so_far + a) <=
+   0.95 * optimizer.wait``, where ``optimizer.wait`` is the mean time recent batches spent
+   between their first enqueue and their dispatch. That time includes queueing behind
+   the batch in flight, so after a burst it is large (hundreds of ms), every later
+   request is held back that long, and each held request records the same long wait
+   again: measured here, a single request took 60-80 ms before a burst of 80 and
+   330-460 ms after it, for minutes. On a CPU the exported graph runs as fast per image
+   at batch 1 as at batch 8 (benchmarks/REPORT.md), so the voluntary wait is capped by
+   ``TIKKA_MAX_BATCH_WAIT_MS`` (2 ms by default). Test:
+   ``tests/test_served.py::test_latency_returns_to_idle_after_a_burst`` (70 ms after
+   the load against 18 ms before, without the cap).
+2. ``bound_endpoint_labels``: BentoML labels its request metrics with the raw path, so
+   each unknown URL added series to /metrics for good. Test:
+   ``tests/test_served.py::test_unknown_paths_share_one_metrics_label``.
+
+Neither is reported upstream yet; both are in BentoML's private modules
+(``bentoml._internal``), which is why the version is pinned and checked.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import bentoml
+from bentoml._internal.marshal.dispatcher import Optimizer
+
+WRITTEN_FOR = "1.4.40"
+if bentoml.__version__ != WRITTEN_FOR:
+    raise RuntimeError(
+        f"tikka/bentoml_patches.py patches BentoML {WRITTEN_FOR} internals, and BentoML is"
+        f" {bentoml.__version__}: check each workaround against it (their tests are named in"
+        " the module) before changing WRITTEN_FOR"
+    )
+
+_refresh = Optimizer.trigger_refresh
+
+
+def cap_batching_wait(max_wait_ms: float) -> None:
+    """Install the cap (idempotent); the services module calls it at import, in every worker."""
+
+    def trigger_refresh_with_capped_wait(self: Optimizer) -> None:
+        _refresh(self)
+        self.wait = min(self.wait, max_wait_ms / 1000)
+
+    Optimizer.trigger_refresh = trigger_refresh_with_capped_wait
+
+
+UNMATCHED_PATH = "/<unmatched>"
+
+
+def bound_endpoint_labels(known_paths: frozenset[str], known_prefixes: tuple[str, ...] = ()) -> None:
+    """Label requests to unknown paths ``/<unmatched>`` in BentoML's request metrics.
+
+    BentoML 1.4.40 labels every request with its raw path, so each unknown URL added
+    series to /metrics for good (about 4.5 KB per path, 1.4 MB for a 60 KB URL, NUL
+    bytes from ``/predict%00``). Its metrics middleware runs before any of the
+    service's own, so the label is fixed by wrapping that middleware: the request
+    is counted under one label and still routed (and answered 404) by its own path.
+    Called in the gateway's process only; idempotent.
+    """
+    from bentoml._internal.server.http.instruments import RunnerTrafficMetricsMiddleware
+
+    if getattr(RunnerTrafficMetricsMiddleware.__call__, "bounded", False):
+        return
+    counted = RunnerTrafficMetricsMiddleware.__call__
+
+    async def call_with_bounded_labels(self, scope, receive, send):
+        path = scope.get("path", "")
+        if scope["type"] != "http" or path in known_paths or path.startswith(known_prefixes):
+            return await counted(self, scope, receive, send)
+        if not self._is_setup:  # set up once, on the real middleware, never on the copy below
+            self._setup()
+        app = self.app
+
+        async def routed_by_its_own_path(inner_scope, inner_receive, inner_send):
+            await app({**inner_scope, "path": path, "raw_path": scope.get("raw_path")}, inner_receive, inner_send)
+
+        relabelled = copy.copy(self)
+        relabelled.app = routed_by_its_own_path
+        await counted(relabelled, {**scope, "path": UNMATCHED_PATH}, receive, send)
+
+    call_with_bounded_labels.bounded = True
+    RunnerTrafficMetricsMiddleware.__call__ = call_with_bounded_labels

@@ -1,0 +1,1 @@
+"""The public HTTP contract: routes, schemas, middlewares, the OpenAPI document, error rendering."""

@@ -1,0 +1,1 @@
+"""The LLM helpers: the async Ollama client, prompt templates, generation slots."""
