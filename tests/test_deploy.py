@@ -1,7 +1,7 @@
 """The deployment files under docker/, checked without a container engine.
 
 The stack itself runs in `make smoke-images` (podman, nginx, Prometheus: see the
-README's "Deploy" section); these checks pin what the old clients and the VM
+docs/deploy.md); these checks pin what the old clients and the VM
 depend on, lint the Dockerfiles, and hold the Grafana panels to the metrics a
 served Bento really exposes.
 """

@@ -114,7 +114,7 @@ def test_json_bodies_over_the_limit_are_a_413(client, chunked):
 
 
 def test_docs_page_serves_swagger_ui_from_local_assets(client):
-    """The README and `/` point to /docs; it answered 404."""
+    """The docs and `/` point to /docs; it answered 404."""
     page = client.get("/docs")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "/openapi.json" in page.text and "googletagmanager" not in page.text

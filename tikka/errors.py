@@ -3,8 +3,8 @@ with its status, its code and its headers. No web framework here: decoding an im
 raises these without importing one. ``tikka.http.errors`` renders them as
 ``{"detail": str, "error": code}``.
 
-The codes and statuses are the public contract: the README's error table, which
-tests compare with ``CODES``.
+The codes and statuses are the public contract: docs/reference/errors.md, generated
+from these classes (``make docs-reference``).
 """
 
 from __future__ import annotations
@@ -18,6 +18,10 @@ class ServiceError(Exception):
     status_code: int = 500
     error: str = "internal_error"
     headers: dict[str, str] = {}
+    # For the documentation (the OpenAPI examples, docs/reference/errors.md): an example
+    # detail, and the headers an answer carries besides ``headers``' defaults.
+    example: str = ""
+    header_names: tuple[str, ...] = ()
 
     def __init__(self, detail: str, headers: dict[str, str] | None = None):
         super().__init__(detail)
@@ -39,133 +43,213 @@ class HTTPError(ServiceError):
 
 
 class BadRequest(ServiceError):
+    """A `Content-Length` header that is not a number, or a CORS preflight from an origin not in `TIKKA_CORS_ORIGINS`."""
+
     status_code = 400
     error = "bad_request"
+    example = "Content-Length is not a number"
 
 
 class EmptyUpload(BadRequest):
+    """The uploaded file is empty."""
+
     error = "empty_upload"
+    example = "the uploaded file is empty"
 
 
 class NotAnImage(BadRequest):
+    """The file is not an image, is truncated or corrupt, or is in a format other than JPEG, PNG, WebP or GIF."""
+
     error = "not_an_image"
+    example = "the file is not a readable image (JPEG, PNG, WebP or GIF)"
 
 
 class NotAFile(BadRequest):
+    """A text value (a URL, say) instead of a file in `image`: URLs are never fetched."""
+
     error = "not_a_file"
+    example = "'image' must be a file upload, not a text value; URLs are never fetched"
 
 
 class UnexpectedField(BadRequest):
+    """A file in a field other than `image` (other text fields are ignored)."""
+
     error = "unexpected_field"
+    example = "unexpected file field 'file': send the photo in 'image'"
 
 
 class TooManyFiles(BadRequest):
+    """Two or more files in `image`."""
+
     error = "too_many_files"
+    example = "send one file in 'image'"
 
 
 class MalformedForm(BadRequest):
+    """A malformed multipart body: no or a wrong boundary, a part without Content-Disposition."""
+
     error = "malformed_form"
+    example = "the multipart body is malformed: missing boundary in multipart"
 
 
 class Unauthorized(ServiceError):
+    """A missing or wrong API key, when keys are configured (`TIKKA_API_KEYS`, `TIKKA_METRICS_KEYS`)."""
+
     status_code = 401
     error = "unauthorized"
+    example = "a valid API key is required: Authorization: Bearer <key> or X-API-Key"
+    header_names = ('WWW-Authenticate',)
 
 
 class RequestTimeout(ServiceError):
+    """The body stalls for `TIKKA_BODY_IDLE_TIMEOUT_S` (a Content-Length larger than the body, say)."""
+
     status_code = 408
     error = "request_timeout"
+    example = "the request body stalled for 10 s"
 
 
 class UploadTooLarge(ServiceError):
+    """A body over `TIKKA_MAX_UPLOAD_BYTES`."""
+
     status_code = 413
     error = "upload_too_large"
+    example = "the upload is 12582912 bytes; the limit is 10485760"
 
 
 class RequestTooLarge(ServiceError):
+    """A JSON body over `TIKKA_MAX_JSON_BYTES` on the LLM routes."""
+
     status_code = 413
     error = "request_too_large"
+    example = "the request body is 100000 bytes; the limit is 65536"
 
 
 class ImageTooLarge(ServiceError):
+    """An image over `TIKKA_MAX_IMAGE_PIXELS`: decompression bombs, PNG text or ICC chunks that inflate past PIL's limits."""
+
     status_code = 413
     error = "image_too_large"
+    example = "the image has 100000000 pixels; the limit is 40000000"
 
 
 class UnsupportedMediaType(ServiceError):
+    """A file declared as a non-image type (`text/plain`, say), a body that is not multipart, or a form sent to an LLM route."""
+
     status_code = 415
     error = "unsupported_media_type"
+    example = "expected a multipart/form-data upload with a field 'image'"
 
 
 class MissingField(ServiceError):
+    """No `image` field."""
+
     status_code = 422
     error = "missing_field"
+    example = "the multipart form has no 'image' field"
 
 
 class InvalidRequest(ServiceError):
+    """A JSON body that fails validation: an empty or too long prompt, temperature or max_tokens out of range, an unknown task."""
+
     status_code = 422
     error = "invalid_request"
+    example = "max_tokens: Input should be less than or equal to 1024"
 
 
 class InvalidPrompt(InvalidRequest):
+    """A prompt longer than the model's context window (Ollama's 400)."""
+
     error = "invalid_prompt"
+    example = "the prompt is longer than the model's context window"
 
 
 class TooManyRequests(ServiceError):
+    """More than `TIKKA_MAX_CONCURRENCY` requests in flight, or a client past its rate limit (`TIKKA_RATE_LIMIT_PER_S`); probes and `/metrics` are never shed or limited."""
+
     status_code = 429
     error = "too_many_requests"
+    example = "more than 64 requests in flight; retry after 1 s"
+    header_names = ('Retry-After',)
 
 
 # ---- The service cannot answer now (5xx) -----------------------------------------------
 
 
 class ExplanationUnavailable(ServiceError):
+    """`/predict/explain` for an architecture with no explanation method."""
+
     status_code = 501
     error = "explanation_unavailable"
+    example = "no explanation method for this architecture"
 
 
 class LLMFailed(ServiceError):
+    """The LLM answered an error, or something that is not Ollama's API (invalid JSON, an HTML page, junk mid-stream: a stream then ends with an `error` record)."""
+
     status_code = 502
     error = "llm_error"
+    example = "the LLM stream ended before its first record"
 
 
 class ClassifierBusy(ServiceError):
+    """The classifier is over its latency budget (adaptive batching)."""
+
     status_code = 503
     error = "classifier_busy"
+    example = "the classifier is at capacity (adaptive batching latency budget); retry shortly"
     headers = {"Retry-After": "2"}
 
 
 class ClassifierUnavailable(ServiceError):
+    """The classifier cannot be reached (deployed apart and its pods gone; `/readyz` is then 503 too)."""
+
     status_code = 503
     error = "classifier_unavailable"
+    example = "the classifier cannot be reached; retry shortly"
     headers = {"Retry-After": "5"}
 
 
 class LLMUnavailable(ServiceError):
+    """The LLM sidecar is down or unreachable within the connect timeout."""
+
     status_code = 503
     error = "llm_unavailable"
+    example = "the LLM sidecar at http://ollama:11434 is not reachable"
     headers = {"Retry-After": "5"}
 
 
 class LLMBusy(ServiceError):
+    """Every LLM generation slot (`TIKKA_LLM_CONCURRENCY`) is still busy after `TIKKA_LLM_QUEUE_WAIT_S`."""
+
     status_code = 503
     error = "llm_busy"
+    example = "the LLM is busy with other generations; retry shortly"
     headers = {"Retry-After": "5"}
 
 
 class LLMModelMissing(ServiceError):
+    """The configured LLM model is not pulled (Ollama's 404); the detail names the `ollama pull` command."""
+
     status_code = 503
     error = "llm_model_missing"
+    example = "model gemma3:270m is not pulled: run `ollama pull gemma3:270m`"
 
 
 class ClassifierTimeout(ServiceError):
+    """The classifier gave no answer within `TIKKA_REQUEST_TIMEOUT_S`."""
+
     status_code = 504
     error = "classifier_timeout"
+    example = "the classifier did not answer within 60 s"
 
 
 class LLMTimeout(ServiceError):
+    """The LLM sent nothing for `TIKKA_LLM_READ_TIMEOUT_S`."""
+
     status_code = 504
     error = "llm_timeout"
+    example = "the LLM sent nothing for 60 s"
 
 
 def _subclasses(cls: type[ServiceError]) -> list[type[ServiceError]]:

@@ -43,12 +43,12 @@ class Settings(BaseSettings):
     inference_threads: int | None = Field(
         None, ge=1, description="Threads the runtime uses per call; default: every core."
     )
-    top_k: int = Field(5, ge=1, le=100)
+    top_k: int = Field(5, ge=1, le=100, description="Dishes in a /predict answer.")
 
     # Where models/download_model.py finds the production model (not read by the service).
-    gcs_bucket: str = "tikkamasalai-models"
-    gcs_prefix: str = "food-101-93m"
-    gcs_model_name: str = "food101-siglip"
+    gcs_bucket: str = Field("tikkamasalai-models", description="GCS bucket of the production model (models/download_model.py).")
+    gcs_prefix: str = Field("food-101-93m", description="Folder of the checkpoint in that bucket.")
+    gcs_model_name: str = Field("food101-siglip", description="Model store name it is imported under.")
 
     # Adaptive batching. The offline split in benchmarks/REPORT.md puts the
     # exported graph's throughput within a few percent from batch 1 to 8 on a
@@ -56,15 +56,17 @@ class Settings(BaseSettings):
     # not a wait: a request predicted to take longer gets a fast 503 instead of
     # queueing towards the 60 s timeout.
     adaptive_batching: bool = Field(True, description="False: one forward pass per request.")
-    max_batch_size: int = Field(8, ge=2)
-    max_latency_ms: int = Field(5_000, ge=100)
+    max_batch_size: int = Field(8, ge=2, description="Largest adaptive batch.")
+    max_latency_ms: int = Field(
+        5_000, ge=100, description="Adaptive batching's latency budget: a request predicted to take longer gets a 503."
+    )
     max_batch_wait_ms: float = Field(
         2.0, ge=0, description="Longest a request is held back to batch with later ones (tikka/bentoml_patches.py)."
     )
 
     # Upload validation
-    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(40_000_000, ge=1)
+    max_upload_bytes: int = Field(10 * 1024 * 1024, ge=1, description="Request body limit of the upload routes.")
+    max_image_pixels: int = Field(40_000_000, ge=1, description="Decoded image limit.")
     max_json_bytes: int = Field(64 * 1024, ge=1024, description="Body limit of the JSON (LLM) routes.")
     body_idle_timeout_s: float = Field(
         10.0, gt=0, description="Longest pause between body bytes before a 408 (slow uploads still pass)."
@@ -91,11 +93,11 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("TIKKA_OLLAMA_HOST", "OLLAMA_HOST"),
         description="Where Ollama (or the embedded sidecar) listens; OLLAMA_HOST as Ollama spells it.",
     )
-    ollama_model: str = "gemma3:270m"
-    llm_connect_timeout_s: float = Field(2.0, gt=0)
+    ollama_model: str = Field("gemma3:270m", description="The model asked of Ollama.")
+    llm_connect_timeout_s: float = Field(2.0, gt=0, description="Longest wait for a connection to Ollama.")
     llm_read_timeout_s: float = Field(60.0, gt=0, description="Longest wait for the next bytes.")
-    llm_health_timeout_s: float = Field(1.5, gt=0, le=2.0)
-    llm_max_prompt_chars: int = Field(4000, ge=1)
+    llm_health_timeout_s: float = Field(1.5, gt=0, le=2.0, description="/llm/health gives up after this.")
+    llm_max_prompt_chars: int = Field(4000, ge=1, description="Longer prompts are refused (422).")
     llm_max_tokens: int = Field(1024, ge=1, le=4096, description="The largest max_tokens a request may ask for.")
     llm_concurrency: int = Field(1, ge=1, description="Generations sent to Ollama at once (its OLLAMA_NUM_PARALLEL).")
     llm_queue_wait_s: float = Field(
@@ -109,14 +111,15 @@ class Settings(BaseSettings):
             "http://localhost:3000",
             "https://tikkamasalai.tech",
             "http://tikkamasalai.tech",
-        ]
+        ],
+        description="Origins a browser may call the API from (JSON list).",
     )
     # Access control (tikka/http/auth.py): off while empty. JSON lists, several keys for rotation.
     api_keys: list[str] = Field(default_factory=list, description="Keys for the prediction and LLM routes.")
     metrics_keys: list[str] = Field(default_factory=list, description="Keys for /metrics and /dashboard.")
-    request_timeout_s: int = Field(60, ge=1)
+    request_timeout_s: int = Field(60, ge=1, description="BentoML's request timeout.")
     readiness_timeout_s: int = Field(2, ge=1, description="/readyz gives up on the classifier after this.")
-    max_concurrency: int = Field(64, ge=1)
+    max_concurrency: int = Field(64, ge=1, description="Requests in flight before the gateway sheds with 429.")
     # Per-client rate limit (tikka/http/ratelimit.py): off at 0. The client is the API key when
     # keys are configured, else the address; uvicorn takes the address from X-Forwarded-For
     # only for peers in FORWARDED_ALLOW_IPS (its own setting; default 127.0.0.1).

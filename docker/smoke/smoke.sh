@@ -78,7 +78,7 @@ step "stack up (offline variant) and health checks"
 cleanup() { "${COMPOSE[@]}" down -v >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 cleanup
-# Every service but grafana, whose image no registry here can give (README "Deploy").
+# Every service but grafana, whose image no registry here can give (docs/deploy.md).
 "${COMPOSE[@]}" up -d ollama backend-blue frontend nginx prometheus
 # podman runs health checks from systemd timers, which this machine lacks: run each
 # container's own health check here until all pass.

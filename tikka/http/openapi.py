@@ -3,7 +3,7 @@
 BentoML documents each API as 200/400/404/500 with its own error schemas and no
 streaming. This module rewrites that into what clients get: the /v1 routes, a
 summary, a description and a curl sample per route, the NDJSON stream of the LLM
-routes, and every error answer with an example of its JSON body (the README's
+routes, and every error answer with an example of its JSON body (docs/reference/errors.md's
 error table). Served at /openapi.json (Swagger UI at /docs); `make api-docs`
 writes it to docs/openapi.json, which a test keeps in step.
 
@@ -21,35 +21,8 @@ from tikka.errors import CODES
 
 API_PREFIX = "/v1"
 
-# An example detail for each error code; the statuses are tikka/errors.py's.
-ERROR_EXAMPLES: dict[str, str] = {
-    "bad_request": "Content-Length is not a number",
-    "empty_upload": "the uploaded file is empty",
-    "not_an_image": "the file is not a readable image (JPEG, PNG, WebP or GIF)",
-    "not_a_file": "'image' must be a file upload, not a text value; URLs are never fetched",
-    "unexpected_field": "unexpected file field 'file': send the photo in 'image'",
-    "too_many_files": "send one file in 'image'",
-    "malformed_form": "the multipart body is malformed: missing boundary in multipart",
-    "unauthorized": "a valid API key is required: Authorization: Bearer <key> or X-API-Key",
-    "request_timeout": "the request body stalled for 10 s",
-    "upload_too_large": "the upload is 12582912 bytes; the limit is 10485760",
-    "request_too_large": "the request body is 100000 bytes; the limit is 65536",
-    "image_too_large": "the image has 100000000 pixels; the limit is 40000000",
-    "unsupported_media_type": "expected a multipart/form-data upload with a field 'image'",
-    "missing_field": "the multipart form has no 'image' field",
-    "invalid_request": "max_tokens: Input should be less than or equal to 1024",
-    "invalid_prompt": "the prompt is longer than the model's context window",
-    "too_many_requests": "more than 64 requests in flight; retry after 1 s",
-    "explanation_unavailable": "no explanation method for this architecture",
-    "llm_error": "the LLM stream ended before its first record",
-    "classifier_busy": "the classifier is at capacity (adaptive batching latency budget); retry shortly",
-    "classifier_unavailable": "the classifier cannot be reached; retry shortly",
-    "llm_unavailable": "the LLM sidecar at http://ollama:11434 is not reachable",
-    "llm_busy": "the LLM is busy with other generations; retry shortly",
-    "llm_model_missing": "model gemma3:270m is not pulled: run `ollama pull gemma3:270m`",
-    "classifier_timeout": "the classifier did not answer within 60 s",
-    "llm_timeout": "the LLM sent nothing for 60 s",
-}
+# An example detail for each error code, from its class in tikka/errors.py.
+ERROR_EXAMPLES: dict[str, str] = {code: cls.example for code, cls in CODES.items()}
 
 UPLOAD_ERRORS = (
     "empty_upload", "not_an_image", "not_a_file", "unexpected_field", "too_many_files", "malformed_form",
@@ -188,7 +161,7 @@ def public_openapi(generated: dict) -> dict:
     spec["info"]["title"] = "TikkaMasalAI API"
     spec["info"]["description"] = (
         "Food photo classification, explanations and LLM helpers. Every route below is served under"
-        f" `{API_PREFIX}`; the same routes without the prefix stay for existing clients (see the README's"
+        f" `{API_PREFIX}`; the same routes without the prefix stay for existing clients (see docs/routes.md's"
         " versioning policy). Every error body is `{\"detail\": ..., \"error\": ...}`."
     )
     spec["components"]["schemas"]["ErrorResponse"] = {
