@@ -27,7 +27,7 @@ export MALLOC_ARENA_MAX ?= 2
 
 .PHONY: setup model serve sidecar stack frontend browser kubectl screenshots test test-fast lint bench load build lock clean \
 	images image-backend image-frontend image-llm-sidecar push-images compose-up compose-down compose-logs \
-	local-up local-down local-logs local-certs smoke-images api-docs test-api reliability soak \
+	local-up local-down local-logs local-certs test-images api-docs test-api reliability soak \
 	bento-release publish-image test-delivery delivery-report docs docs-reference
 
 $(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar.txt requirements-frontend.txt requirements-dev.txt constraints.txt pyproject.toml
@@ -79,13 +79,11 @@ kubectl:
 		echo "Installing Debian's kubectl for the manifest tests"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubectl; }
 
-# The whole suite, then the container proof (make smoke-images, ~14 min cold, ~3 warm;
-# needs root or sudo for podman). SMOKE_IMAGES=0 leaves the latter out.
-SMOKE_IMAGES ?= 1
+# The whole suite: no podman, no root beyond installing Chromium and kubectl when missing.
+# The container proofs are make test-images and make test-delivery (.ci/run runs all three).
 test: lint model browser kubectl
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/python -m tests.reliability build/reliability/RELIABILITY.md
-	$(if $(filter 1,$(SMOKE_IMAGES)),$(MAKE) --no-print-directory smoke-images)
 
 lint: setup
 	$(BIN)/ruff check .
@@ -133,7 +131,7 @@ publish-image:
 	docker/delivery/publish-image.sh $(IMAGE)
 # Every step from a push to production, executed here: GitHub's variables in a clean shell,
 # a local registry for GHCR, the GCS emulator, and a stand-in VM for the deploy and its
-# rollbacks under load. Reuses make smoke-images' images. Writes DELIVERY_REPORT.
+# rollbacks under load. Reuses make test-images' images. Writes DELIVERY_REPORT.
 DELIVERY_REPORT ?= build/delivery/DELIVERY.md
 test-delivery: model local-certs
 	DELIVERY_REPORT=$(DELIVERY_REPORT) docker/delivery/test-delivery.sh
@@ -218,7 +216,7 @@ docker/certs/live/tikka/fullchain.pem:
 
 # Build the amd64 images, run the local stack (offline) under podman and check it through
 # nginx, then the arm64 Bento image under emulation (SMOKE_ARM64=0 skips it). ~14 min cold.
-smoke-images: model local-certs
+test-images: model local-certs
 	docker/smoke/smoke.sh
 
 # docs/openapi.json (a test keeps it current) and the rendered reference in docs/api/.

@@ -1,6 +1,6 @@
 """The deployment files under docker/, checked without a container engine.
 
-The stack itself runs in `make smoke-images` (podman, nginx, Prometheus: see the
+The stack itself runs in `make test-images` (podman, nginx, Prometheus: see the
 docs/deploy.md); these checks pin what the old clients and the VM
 depend on, lint the Dockerfiles, and hold the Grafana panels to the metrics a
 served Bento really exposes.
@@ -145,7 +145,7 @@ def test_images_run_as_non_root():
 @pytest.mark.slow
 def test_every_grafana_panel_queries_metrics_the_bento_exposes(llm_bento, photo):
     """Grafana cannot run here; its queries are checked against a served Bento's /metrics
-    (and run in the real Prometheus by `make smoke-images`)."""
+    (and run in the real Prometheus by `make test-images`)."""
     image = {"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}
     assert httpx.post(f"{llm_bento}/predict", files=image, timeout=60).status_code == 200
     assert httpx.post(f"{llm_bento}/llm/dish", json={"dish": "pizza", "task": "origin", "max_tokens": 4},

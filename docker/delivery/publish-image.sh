@@ -51,7 +51,7 @@ if [ "$engine" = docker ]; then
 fi
 
 # podman: build each arch unless a local image of this commit (and, for the backend, of
-# this model) is already there, e.g. from make smoke-images; then join and push.
+# this model) is already there, e.g. from make test-images; then join and push.
 label_of() { podman image inspect --format "{{index .Labels \"$2\"}}" "$1" 2>/dev/null || true; }
 for platform in $platforms; do
   arch=${platform##*/}

@@ -9,9 +9,9 @@
 #     a Locust load; a broken v3 under load, rolled back; a deploy that fails before any
 #     change; and --rollback under load. Each failed request is counted per phase.
 #  4. DELIVERY_REPORT (docs/DELIVERY.md with make delivery-report) from the records.
-# Reuses the images of make smoke-images (same commit) and builds only what differs.
+# Reuses the images of make test-images (same commit) and builds only what differs.
 set -euo pipefail
-[ "$(id -u)" = 0 ] || exec sudo -E "$0" "$@"   # rootful podman, as make smoke-images
+[ "$(id -u)" = 0 ] || exec sudo -E "$0" "$@"   # rootful podman, as make test-images
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
 BIN=$ROOT/.venv/bin
@@ -95,7 +95,7 @@ with tempfile.TemporaryDirectory() as tmp:
 print(f"gs://{bucket_name}/{prefix}: {sorted(b.name for b in client.list_blobs(bucket_name))}")
 PY
 
-# v1, the release before this one: the image make smoke-images built (the embedded
+# v1, the release before this one: the image make test-images built (the embedded
 # default model), saved under its own name before this commit's backend replaces it.
 for image in backend frontend llm-sidecar; do
   podman image exists "localhost/tikka-$image:$SHA12-amd64" \

@@ -1,4 +1,4 @@
-"""The stack smoke checks (`make smoke-images` runs them against the local stack).
+"""The stack smoke checks (`make test-images` runs them against the local stack).
 
 Through nginx on the real ports 80 and 443, with the Host headers of the API
 (api.<domain>) and of the app (<domain>), then on the published backend and front

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# `make smoke-images`: the deployment proven on this machine with podman.
+# `make test-images`: the deployment proven on this machine with podman.
 #  1. static checks: Compose files (config), nginx -t, hadolint, promtool;
 #  2. the amd64 images, built as `make images` builds them;
 #  3. the local stack with the offline variant, every health check waited for,
@@ -150,7 +150,7 @@ fi
 step "done"
 
 {
-  echo "# make smoke-images, $(date -u +%F) on $(uname -m), $(nproc) cores"
+  echo "# make test-images, $(date -u +%F) on $(uname -m), $(nproc) cores"
   echo
   echo "| step | duration |"; echo "|---|---|"
   printf '%s\n' "${timings[@]}"
