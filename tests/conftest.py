@@ -21,6 +21,7 @@ import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
+from tests import reliability  # noqa: E402
 from tests.helpers import SidecarProcess, served_bento  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
@@ -82,3 +83,8 @@ def llm_bento(sidecar, default_model, tmp_path_factory):
     env = {"OLLAMA_HOST": sidecar.url, "TIKKA_LLM_MAX_PROMPT_CHARS": "2000"}
     with served_bento(tmp_path_factory.mktemp("llm-bento"), env) as url:
         yield url
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """The reliability records that several tests gather together (tests/reliability.py)."""
+    reliability.write_session_records()

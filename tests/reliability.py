@@ -13,6 +13,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,10 +31,10 @@ SECTIONS = {
 }
 
 
-def record(section: str, rows: list[dict], **summary) -> None:
+def record(section: str, rows: list[dict], test: str | None = None, **summary) -> None:
     """Save what the calling test tried (rows of dicts with the same keys) and its summary figures."""
     assert section in SECTIONS, section
-    test = os.environ.get("PYTEST_CURRENT_TEST", "manual").split(" ")[0]
+    test = test or os.environ.get("PYTEST_CURRENT_TEST", "manual").split(" ")[0]
     RECORDS.mkdir(parents=True, exist_ok=True)
     payload = {
         "test": test, "rows": rows, "summary": summary,
@@ -42,6 +43,22 @@ def record(section: str, rows: list[dict], **summary) -> None:
     }
     name = test.replace("/", ".").replace("::", "--").replace("[", "-").replace("]", "")
     (RECORDS / f"{section}--{name}.json").write_text(json.dumps(payload, indent=1, default=str))
+
+
+_AT_SESSION_END: list[tuple[str, str, Callable[[], tuple[list[dict], dict] | None]]] = []
+
+
+def record_at_session_end(section: str, source: str, build: Callable[[], tuple[list[dict], dict] | None]) -> None:
+    """For what several tests gather together: ``build()`` gives (rows, summary), or None when
+    none of them ran. conftest's ``pytest_sessionfinish`` writes these, so no test has to run last."""
+    _AT_SESSION_END.append((section, source, build))
+
+
+def write_session_records() -> None:
+    for section, source, build in _AT_SESSION_END:
+        if built := build():
+            rows, summary = built
+            record(section, rows, test=source, **summary)
 
 
 def table(rows: list[dict]) -> list[str]:

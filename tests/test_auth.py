@@ -19,6 +19,8 @@ pytestmark = [pytest.mark.slow, pytest.mark.served]
 ORIGIN = "http://localhost:8501"
 # What each test tried and saw, for docs/RELIABILITY.md (the last test records it).
 ACCESS: list[dict] = []
+reliability.record_at_session_end("access", "tests/test_auth.py", lambda: ACCESS and (
+    ACCESS, {"keys": "TIKKA_API_KEYS=[old-key, new-key], TIKKA_METRICS_KEYS=[prom-key]"}))
 
 
 def seen(case: str, tried: int, expected: str, observed) -> None:
@@ -158,8 +160,3 @@ def test_the_front_end_sends_its_key(secured, photo):
     with pytest.raises(BackendError):
         Backend(secured).predict("p.jpg", data)
 
-
-def test_zz_record_access_control():
-    """Runs last in this file: what the tests above tried."""
-    assert len(ACCESS) == 11, [a["case"] for a in ACCESS]
-    reliability.record("access", ACCESS, keys="TIKKA_API_KEYS=[old-key, new-key], TIKKA_METRICS_KEYS=[prom-key]")

@@ -73,6 +73,7 @@ def test_every_generated_request_gets_a_documented_answer(fuzzed_bento, mode):
         if mode is GenerationMode.NEGATIVE and "requestBody" not in operation.definition.raw:
             continue  # nothing to make invalid in a GET without parameters
         fuzz(operation, mode, fuzzed_bento)
+    assert sum(n for route, n in TRIED.items() if route.endswith(f"({mode.value})")) >= 2 * EXAMPLES_PER_ROUTE, TRIED
 
 
 def fuzz(operation, mode: GenerationMode, url: str) -> None:
@@ -89,18 +90,20 @@ def fuzz(operation, mode: GenerationMode, url: str) -> None:
     call()
 
 
-@pytest.mark.slow
-@pytest.mark.served
-def test_zz_record_the_contract_fuzzing():
-    """Runs after the test above (pytest keeps file order): its counts, to the report."""
-    assert sum(TRIED.values()) >= 8 * EXAMPLES_PER_ROUTE, TRIED
-    reliability.record("fuzz", [
+
+def contract_fuzzing_record():
+    if not TRIED:
+        return None
+    return [
         {"route (mode)": route, "requests": TRIED[route],
          "statuses": ", ".join(f"{status} x{n}" for status, n in sorted(STATUSES[route].items())),
          "5xx not in the document": 0, "schema violations": 0}
         for route in sorted(TRIED)
-    ], generator=f"Schemathesis {version('schemathesis')}, up to {EXAMPLES_PER_ROUTE} examples per route and mode,"
-                 " from the served /openapi.json; every check (status, content type, headers, body schema)")
+    ], {"generator": f"Schemathesis {version('schemathesis')}, up to {EXAMPLES_PER_ROUTE} examples per route and mode,"
+                     " from the served /openapi.json; every check (status, content type, headers, body schema)"}
+
+
+reliability.record_at_session_end("fuzz", "tests/test_fuzz.py (contract)", contract_fuzzing_record)
 
 
 # ---- The decoder ----------------------------------------------------------------------
@@ -147,6 +150,10 @@ def mutated_photo(draw) -> bytes:
 
 ANY_UPLOAD = st.one_of(st.binary(max_size=4096), mutated_photo())
 DECODED: Counter[str] = Counter()
+reliability.record_at_session_end("fuzz", "tests/test_fuzz.py (decoder)", lambda: DECODED and (
+    [{"outcome": outcome, "inputs": count} for outcome, count in sorted(DECODED.items())],
+    {"generator": "Hypothesis: random bytes and sample photos (JPEG, PNG, WebP) with bytes flipped, cut,"
+                  " inserted or repeated; in process (decode_upload) and served (/predict)"}))
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -173,12 +180,3 @@ def test_served_random_and_mutated_uploads_get_a_2xx_or_a_json_4xx(fuzzed_bento,
         assert response.headers["content-type"] == "application/json" and response.json()["detail"]
     DECODED[f"served {response.status_code}"] += 1
 
-
-@pytest.mark.slow
-@pytest.mark.served
-def test_zz_record_the_decoder_fuzzing():
-    assert DECODED, "the decoder tests above ran"
-    reliability.record("fuzz", [
-        {"outcome": outcome, "inputs": count} for outcome, count in sorted(DECODED.items())
-    ], generator="Hypothesis: random bytes and sample photos (JPEG, PNG, WebP) with bytes flipped, cut,"
-                 " inserted or repeated; in process (decode_upload) and served (/predict)")

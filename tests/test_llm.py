@@ -22,6 +22,9 @@ pytestmark = pytest.mark.slow
 TASKS = ("recipe", "nutrition", "origin")
 # What each fault test injected and saw, for docs/RELIABILITY.md (the last test records it).
 FAULTS: list[dict] = []
+reliability.record_at_session_end("sidecar_faults", "tests/test_llm.py", lambda: FAULTS and (FAULTS, {
+    "timeouts": "connect 1 s, read 3 s in these tests"
+                " (TIKKA_LLM_CONNECT_TIMEOUT_S / TIKKA_LLM_READ_TIMEOUT_S; 2 s and 60 s by default)"}))
 
 
 def fault(name: str, llm: httpx.Response | str, predict: int | None, seconds: float | None = None) -> None:
@@ -311,9 +314,3 @@ def test_garbage_in_the_middle_of_a_stream_ends_it_with_an_error_record(fault_be
     assert records[-1]["done"] is True and records[-1]["error"] == "llm_error" and records[-1]["detail"], records[-1]
     fault("garbage in the middle of a stream", f"200, {len(records) - 1} records, then an error record", None)
 
-
-def test_zz_record_the_sidecar_faults():
-    """Runs last in this file: what the fault tests above injected and saw."""
-    assert len(FAULTS) == 10, [f["fault injected"] for f in FAULTS]
-    reliability.record("sidecar_faults", FAULTS, timeouts="connect 1 s, read 3 s in these tests"
-                       " (TIKKA_LLM_CONNECT_TIMEOUT_S / TIKKA_LLM_READ_TIMEOUT_S; 2 s and 60 s by default)")
