@@ -25,7 +25,7 @@ export BENTOML_DO_NOT_TRACK := true
 # As in the Bento image (bentofile.yaml envs): two malloc arenas, not one per thread.
 export MALLOC_ARENA_MAX ?= 2
 
-.PHONY: setup model serve sidecar stack frontend browser kubectl screenshots test test-fast lint bench load build lock clean \
+.PHONY: setup model serve sidecar stack frontend browser kubectl screenshots test test-fast test-unit lint bench load build lock clean \
 	images image-backend image-frontend image-llm-sidecar push-images compose-up compose-down compose-logs \
 	local-up local-down local-logs local-certs test-images api-docs test-api reliability soak \
 	bento-release publish-image test-delivery delivery-report docs docs-reference
@@ -71,7 +71,7 @@ browser:
 
 # Retake docs/screenshots/*.png with the browser tests.
 screenshots: model browser
-	TIKKA_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/test_browser.py $(PYTEST_ARGS)
+	TIKKA_UPDATE_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser/test_browser.py $(PYTEST_ARGS)
 
 # Debian's kubectl renders docker/k8s (kustomize) for the manifest tests; no cluster needed.
 kubectl:
@@ -83,7 +83,7 @@ kubectl:
 # The container proofs are make test-images and make test-delivery (.ci/run runs all three).
 test: lint model browser kubectl
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
-	$(BIN)/python -m tests.reliability build/reliability/RELIABILITY.md
+	$(BIN)/python -m tests.records build/reliability/RELIABILITY.md
 
 lint: setup
 	$(BIN)/ruff check .
@@ -92,14 +92,19 @@ lint: setup
 test-fast: model
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
+# The fast lane (under a minute once set up). The others: python -m pytest tests/<lane>, for
+# inprocess, served, reliability, deploy and browser.
+test-unit: model
+	$(BIN)/python -m pytest tests/unit $(PYTEST_ARGS)
+
 # docs/RELIABILITY.md from the reliability tests' own records (hostile inputs, fuzzing,
 # overload, sidecar faults, access control, privacy, soak; ~8 min).
-RELIABILITY_TESTS := tests/test_hostile.py tests/test_fuzz.py tests/test_overload.py tests/test_llm.py \
-	tests/test_auth.py tests/test_ratelimit.py tests/test_privacy.py tests/test_soak.py
+RELIABILITY_TESTS := tests/reliability/test_hostile.py tests/reliability/test_fuzz.py tests/reliability/test_overload.py tests/served/test_llm.py \
+	tests/reliability/test_auth.py tests/reliability/test_ratelimit.py tests/reliability/test_privacy.py tests/reliability/test_soak.py
 reliability: model
 	rm -rf build/reliability
 	$(BIN)/python -m pytest $(RELIABILITY_TESTS) $(PYTEST_ARGS)
-	$(BIN)/python -m tests.reliability
+	$(BIN)/python -m tests.records
 
 # The soak test alone, for TIKKA_SOAK_S (5 min by default here; 60 s in make test).
 TIKKA_SOAK_S ?= 300
@@ -247,7 +252,7 @@ docs-reference: setup
 #   make test-api BASE_URL=https://api.example.com   (TIKKA_API_KEY if the API wants one)
 BASE_URL ?= http://127.0.0.1:$(PORT)
 test-api: setup
-	TIKKA_BASE_URL=$(BASE_URL) $(BIN)/python -m pytest -m api tests/test_api_suite.py -p no:cacheprovider $(PYTEST_ARGS)
+	TIKKA_BASE_URL=$(BASE_URL) $(BIN)/python -m pytest -m api tests/served/test_api_suite.py -p no:cacheprovider $(PYTEST_ARGS)
 
 lock: setup
 	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new

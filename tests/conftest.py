@@ -21,7 +21,7 @@ import subprocess  # noqa: E402
 
 import pytest  # noqa: E402
 
-from tests import reliability  # noqa: E402
+from tests import records  # noqa: E402
 from tests.helpers import SidecarProcess, served_bento  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
@@ -86,5 +86,5 @@ def llm_bento(sidecar, default_model, tmp_path_factory):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    """The reliability records that several tests gather together (tests/reliability.py)."""
-    reliability.write_session_records()
+    """The reliability records that several tests gather together (tests/records.py)."""
+    records.write_session_records()

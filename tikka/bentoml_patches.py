@@ -14,11 +14,11 @@ test it names before ``WRITTEN_FOR`` moves.
    330-460 ms after it, for minutes. On a CPU the exported graph runs as fast per image
    at batch 1 as at batch 8 (benchmarks/REPORT.md), so the voluntary wait is capped by
    ``TIKKA_MAX_BATCH_WAIT_MS`` (2 ms by default). Test:
-   ``tests/test_served.py::test_latency_returns_to_idle_after_a_burst`` (70 ms after
+   ``tests/served/test_served.py::test_latency_returns_to_idle_after_a_burst`` (70 ms after
    the load against 18 ms before, without the cap).
 2. ``bound_endpoint_labels``: BentoML labels its request metrics with the raw path, so
    each unknown URL added series to /metrics for good. Test:
-   ``tests/test_served.py::test_unknown_paths_share_one_metrics_label``.
+   ``tests/served/test_served.py::test_unknown_paths_share_one_metrics_label``.
 
 Neither is reported upstream yet; both are in BentoML's private modules
 (``bentoml._internal``), which is why the version is pinned and checked.

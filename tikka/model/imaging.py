@@ -162,7 +162,7 @@ class InputSpec:
 
         Written with PIL rather than the checkpoint's processor because the
         processor needs torch and ships float32 (four times the bytes); the
-        pixels are the same (tests/test_imaging.py checks both against it).
+        pixels are the same (tests/unit/test_imaging.py checks both against it).
         """
         if self.resize is None:
             return np.asarray(image.resize((self.width, self.height), self.resample))

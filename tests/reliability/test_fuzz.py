@@ -21,7 +21,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
 
-from tests import helpers, reliability
+from tests import helpers, records
 from tikka.errors import ServiceError
 from tikka.model.imaging import decode_upload
 
@@ -103,7 +103,7 @@ def contract_fuzzing_record():
                      " from the served /openapi.json; every check (status, content type, headers, body schema)"}
 
 
-reliability.record_at_session_end("fuzz", "tests/test_fuzz.py (contract)", contract_fuzzing_record)
+records.record_at_session_end("fuzz", "tests/reliability/test_fuzz.py (contract)", contract_fuzzing_record)
 
 
 # ---- The decoder ----------------------------------------------------------------------
@@ -150,7 +150,7 @@ def mutated_photo(draw) -> bytes:
 
 ANY_UPLOAD = st.one_of(st.binary(max_size=4096), mutated_photo())
 DECODED: Counter[str] = Counter()
-reliability.record_at_session_end("fuzz", "tests/test_fuzz.py (decoder)", lambda: DECODED and (
+records.record_at_session_end("fuzz", "tests/reliability/test_fuzz.py (decoder)", lambda: DECODED and (
     [{"outcome": outcome, "inputs": count} for outcome, count in sorted(DECODED.items())],
     {"generator": "Hypothesis: random bytes and sample photos (JPEG, PNG, WebP) with bytes flipped, cut,"
                   " inserted or repeated; in process (decode_upload) and served (/predict)"}))

@@ -14,7 +14,7 @@ import time
 import httpx
 import pytest
 
-from tests import helpers, reliability
+from tests import helpers, records
 from tikka.http.ratelimit import TokenBuckets
 
 ORIGIN = "http://localhost:8501"
@@ -69,7 +69,7 @@ def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(default
     assert other[0].status_code == 200, "another forwarded client is not limited by the first"
     assert set(probes) == {200}, "probes are never limited"
     assert again[0].status_code == 200, "the bucket refills at the rate"
-    reliability.record("access", [
+    records.record("access", [
         {"case": f"rate limit {RATE}/s, burst {BURST}: one forwarded client sends {BURST + 2} at once",
          "tried": BURST + 2, "expected": f"{BURST} x 200, then 429 + Retry-After", "observed": statuses},
         {"case": "a second forwarded client, at once", "tried": 1, "expected": "200", "observed": other[0].status_code},
@@ -94,7 +94,7 @@ def test_an_untrusted_peer_cannot_dodge_the_limit_with_forwarded_for_but_keys_ar
         other_key = burst(url, 1, **{"X-API-Key": "key-b"})
     assert spoofed[:BURST] == [200] * BURST and spoofed[BURST:] == [429, 429]
     assert other_key[0].status_code == 200, "each API key is its own client"
-    reliability.record("access", [
+    records.record("access", [
         {"case": "an untrusted peer invents a new X-Forwarded-For per request", "tried": len(spoofed),
          "expected": f"{BURST} x 200, then 429", "observed": spoofed},
         {"case": "a second API key from the same address", "tried": 1, "expected": "200",

@@ -21,7 +21,7 @@ import time
 import httpx
 import pytest
 
-from tests import helpers, reliability
+from tests import helpers, records
 
 pytestmark = [pytest.mark.slow, pytest.mark.served, pytest.mark.soak]
 
@@ -104,7 +104,7 @@ def test_mixed_traffic_keeps_memory_flat_errors_at_zero_and_latency_steady(soak_
         if first and last:
             drift[kind] = statistics.median(last) / statistics.median(first)
     assert drift["predict"] < LATENCY_DRIFT_LIMIT, drift
-    reliability.record("soak", [
+    records.record("soak", [
         {"traffic": kind, "requests": len(timings), "errors": sum(e.startswith(kind) for e in errors),
          "p50 ms": round(statistics.median(t for _, t in timings) * 1000, 1),
          "latency drift (last third / first third p50)": round(drift.get(kind, float("nan")), 2)}

@@ -20,7 +20,7 @@ import httpx
 import pytest
 from PIL import Image
 
-from tests import helpers, reliability
+from tests import helpers, records
 
 pytestmark = [pytest.mark.slow, pytest.mark.served]
 
@@ -217,7 +217,7 @@ def test_the_hostile_corpus_three_times_every_status_expected_no_crash_no_growth
     growth = {worker: rss[-1][worker] - rss[0][worker] for worker in workers}
     assert max(growth.values()) < RSS_GROWTH_LIMIT, f"RSS growth from pass 1 to pass {PASSES}: {growth}"
     mb = 1024 * 1024
-    reliability.record("hostile_inputs", [
+    records.record("hostile_inputs", [
         {"case": name, "kind": next((c.kind for c in cases if c.name == name), "body"),
          "expected": "/".join(map(str, sorted(expected[name]))), "observed": ", ".join(map(str, statuses))}
         for name, statuses in observed.items()

@@ -18,7 +18,7 @@ import time
 import httpx
 import pytest
 
-from tests import helpers, reliability
+from tests import helpers, records
 
 pytestmark = [pytest.mark.slow, pytest.mark.served]
 
@@ -124,7 +124,7 @@ def test_past_capacity_it_sheds_at_once_stays_probed_loses_nothing_and_recovers(
     accepted_p50 = statistics.median(accepted)
     assert {status for _, status, _ in probes} == {200}, [p for p in probes if p[1] != 200][:5]
     ms = lambda seconds: round(seconds * 1000, 1)  # noqa: E731
-    reliability.record("overload", [
+    records.record("overload", [
         {"outcome": "200, the right top 5", "requests": len(accepted), "server mean ms": ms(server[200]),
          "client p50 ms": ms(accepted_p50), "client p95 ms": ms(statistics.quantiles(accepted, n=20)[-1])},
         {"outcome": "429/503 + Retry-After (shed)", "requests": len(shed), "server mean ms": ms(server[429]),

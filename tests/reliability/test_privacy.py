@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests import helpers, reliability
+from tests import helpers, records
 
 pytestmark = [pytest.mark.slow, pytest.mark.served]
 
@@ -106,7 +106,7 @@ def test_uploads_and_llm_calls_leave_no_file_and_no_secret_in_the_log(private_be
         assert secret not in log, f"{secret!r} appears in the log"
     for body in (bad.text, wrong_key.text, too_long.text):
         assert API_KEY not in body and PROMPT_MARKER not in body
-    reliability.record("privacy", [
+    records.record("privacy", [
         {"case": "uploads (2 routes x 150 KB and 1.5 MB), a bad image, a wrong key", "tried": 6,
          "expected": "no file under TMPDIR", "observed": f"{len(watch.seen)} files in {watch.polls} polls"},
         {"case": "LLM calls (plain, streamed, over-long prompt)", "tried": 3,

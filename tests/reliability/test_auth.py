@@ -11,15 +11,15 @@ import httpx
 import pytest
 
 from frontend.backend import Backend, BackendError
-from tests import helpers, reliability
+from tests import helpers, records
 from tikka.http.auth import key_matches, presented_key
 
 pytestmark = [pytest.mark.slow, pytest.mark.served]
 
 ORIGIN = "http://localhost:8501"
-# What each test tried and saw, for docs/RELIABILITY.md (the last test records it).
+# What each test tried and saw, for docs/RELIABILITY.md (written when the session ends).
 ACCESS: list[dict] = []
-reliability.record_at_session_end("access", "tests/test_auth.py", lambda: ACCESS and (
+records.record_at_session_end("access", "tests/reliability/test_auth.py", lambda: ACCESS and (
     ACCESS, {"keys": "TIKKA_API_KEYS=[old-key, new-key], TIKKA_METRICS_KEYS=[prom-key]"}))
 
 

@@ -15,14 +15,14 @@ import httpx
 import ollama
 import pytest
 
-from tests import helpers, reliability
+from tests import helpers, records
 
 pytestmark = pytest.mark.slow
 
 TASKS = ("recipe", "nutrition", "origin")
-# What each fault test injected and saw, for docs/RELIABILITY.md (the last test records it).
+# What each fault test injected and saw, for docs/RELIABILITY.md (written when the session ends).
 FAULTS: list[dict] = []
-reliability.record_at_session_end("sidecar_faults", "tests/test_llm.py", lambda: FAULTS and (FAULTS, {
+records.record_at_session_end("sidecar_faults", "tests/served/test_llm.py", lambda: FAULTS and (FAULTS, {
     "timeouts": "connect 1 s, read 3 s in these tests"
                 " (TIKKA_LLM_CONNECT_TIMEOUT_S / TIKKA_LLM_READ_TIMEOUT_S; 2 s and 60 s by default)"}))
 

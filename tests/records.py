@@ -2,7 +2,7 @@
 
 A reliability test calls ``record(section, rows, **summary)`` with what it tried and
 what it saw; each test's record is a file under build/reliability/. ``python -m
-tests.reliability`` (``make reliability``) renders them all into docs/RELIABILITY.md,
+tests.records`` (``make reliability``) renders them all into docs/RELIABILITY.md,
 so the document shows only measured outcomes, never typed-in ones.
 """
 
