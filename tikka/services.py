@@ -31,12 +31,13 @@ from tikka.errors import (
     InvalidPrompt,
     ServiceError,
 )
-from tikka.http.api import ENTRY_SERVICE, VersionedRoutes, api_app
+from tikka.http.api import ENTRY_SERVICE, api_app
 from tikka.http.auth import APIKeyAuth
 from tikka.http.errors import CORS, ErrorBoundary, render
-from tikka.http.openapi import API_PREFIX, VERSIONED_PATHS, public_openapi
+from tikka.http.openapi import public_openapi
 from tikka.http.overload import ConcurrencyLimit
 from tikka.http.ratelimit import RateLimit
+from tikka.http.routes import API_PREFIX, LLM_ROUTES, PROBES, UPLOAD_ROUTES, VERSIONED_PATHS, VersionedRoutes
 from tikka.http.schemas import (
     DishRequest,
     ExplanationResponse,
@@ -56,8 +57,7 @@ settings = get_settings()
 BENTOML_ROUTES = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json")
 cap_batching_wait(settings.max_batch_wait_ms)
 UPLOAD_FIELD = "image"
-UPLOAD_ROUTES = ("/predict", "/predict/explain")
-JSON_ROUTES = {"/llm/generate": GenerateRequest, "/llm/dish": DishRequest}
+JSON_ROUTES = dict(zip(LLM_ROUTES, (GenerateRequest, DishRequest), strict=True))
 
 
 @bentoml.service(
@@ -320,7 +320,7 @@ Gateway.add_asgi_middleware(
 Gateway.add_asgi_middleware(
     ConcurrencyLimit,
     limit=settings.max_concurrency,
-    exempt=("/livez", "/readyz", "/healthz", "/health", "/metrics"),
+    exempt=PROBES,
 )
 Gateway.add_asgi_middleware(
     UploadGuard,

@@ -10,7 +10,6 @@ from pathlib import Path
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tikka.http.schemas import HealthResponse
 from tikka.llm.client import LLMHealth, get_llm_client
@@ -77,26 +76,6 @@ async def swagger_ui() -> HTMLResponse:
         swagger_css_url="/static_content/swagger-ui.css",
         swagger_favicon_url="/static_content/favicon-light-32x32.png",
     )
-
-
-class VersionedRoutes:
-    """``/v1/<route>`` is ``<route>``: the same handlers, checks and contract.
-
-    By hand because it is one path rewrite, outermost among the service's middlewares
-    (so the upload guard, the keys and the limits see the route they know); BentoML
-    has no route aliases. The unversioned routes stay for existing clients.
-    """
-
-    def __init__(self, app: ASGIApp, prefix: str, paths: tuple[str, ...]):
-        self.app, self.prefix, self.paths = app, prefix, frozenset(paths)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "")
-        if scope["type"] == "http" and path.startswith(self.prefix + "/"):
-            route = path[len(self.prefix):]
-            if route in self.paths:
-                scope = {**scope, "path": route, "raw_path": route.encode()}
-        await self.app(scope, receive, send)
 
 
 @api_app.get("/openapi.json", include_in_schema=False)

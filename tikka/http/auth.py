@@ -27,6 +27,7 @@ from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tikka.errors import Unauthorized
+from tikka.http.routes import route_of
 
 
 def presented_key(headers: Headers) -> str | None:
@@ -70,7 +71,7 @@ class APIKeyAuth:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] != "OPTIONS":
-            path = scope["path"].rstrip("/") or "/"
+            path = route_of(scope)
             for paths, keys, challenge in self.rules:
                 if path in paths and not key_matches(presented_key(Headers(scope=scope)), keys):
                     detail = "a valid API key is required: send it as 'Authorization: Bearer <key>' or 'X-API-Key'"

@@ -18,8 +18,7 @@ import re
 from dataclasses import dataclass, field
 
 from tikka.errors import CODES
-
-API_PREFIX = "/v1"
+from tikka.http.routes import API_PREFIX
 
 # An example detail for each error code, from its class in tikka/errors.py.
 ERROR_EXAMPLES: dict[str, str] = {code: cls.example for code, cls in CODES.items()}
@@ -130,7 +129,6 @@ UNVERSIONED = {
     "/dashboard": "Metrics dashboard (HTML)",
 }
 KEYED = [{}, {"bearer": []}, {"api_key": []}]  # optional: only when TIKKA_API_KEYS is set
-VERSIONED_PATHS = tuple(sorted({path for _, path in ROUTES}))
 
 
 def error_responses(codes: tuple[str, ...]) -> dict[str, dict]:

@@ -15,6 +15,7 @@ from collections.abc import Iterable
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tikka.errors import TooManyRequests
+from tikka.http.routes import route_of
 
 RETRY_AFTER_S = 1
 
@@ -27,7 +28,7 @@ class ConcurrencyLimit:
         self.in_flight = 0  # one event loop per worker process: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in self.exempt:
+        if scope["type"] != "http" or route_of(scope) in self.exempt:
             await self.app(scope, receive, send)
             return
         if self.in_flight >= self.limit:

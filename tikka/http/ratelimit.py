@@ -27,6 +27,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tikka.errors import TooManyRequests
 from tikka.http.auth import presented_key
+from tikka.http.routes import route_of
 
 
 class TokenBuckets:
@@ -59,7 +60,7 @@ class RateLimit:
         return "addr:" + (scope.get("client") or ("unknown",))[0]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.buckets is not None and scope["type"] == "http" and scope["path"].rstrip("/") in self.paths:
+        if self.buckets is not None and scope["type"] == "http" and route_of(scope) in self.paths:
             if wait := self.buckets.take(self.client(scope)):
                 retry_after = max(1, math.ceil(wait))
                 raise TooManyRequests(

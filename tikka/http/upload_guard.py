@@ -52,6 +52,7 @@ from tikka.errors import (
     UploadTooLarge,
 )
 from tikka.http.errors import validation_message
+from tikka.http.routes import route_of
 
 # Declared types we accept besides image/*: what curl and many clients send
 # when they cannot guess; the bytes are sniffed by the decoder anyway.
@@ -113,7 +114,7 @@ class UploadGuard:
         MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"].rstrip("/") if scope["type"] == "http" and scope["method"] == "POST" else None
+        path = route_of(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
         try:
             if path in self.json_paths:
                 body = await self.check_json_route(scope, receive, self.json_paths[path])

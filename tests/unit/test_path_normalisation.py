@@ -1,0 +1,52 @@
+"""One way to read a request's path (tikka/http/routes.py), for every middleware that
+decides by route: a trailing slash slips past none of them."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tikka.errors import TooManyRequests
+from tikka.http.openapi import ROUTES
+from tikka.http.overload import ConcurrencyLimit
+from tikka.http.routes import PROBES, VERSIONED_PATHS, route_of
+
+
+def scope(path: str) -> dict:
+    return {"type": "http", "method": "GET", "path": path, "headers": []}
+
+
+@pytest.mark.parametrize(("path", "route"), [("/livez/", "/livez"), ("/predict", "/predict"), ("/", "/"), ("//", "/")])
+def test_route_of_drops_the_trailing_slash(path, route):
+    assert route_of(scope(path)) == route
+
+
+def test_a_probe_with_a_trailing_slash_is_never_shed():
+    """/livez/ was shed with a 429 under load while /livez was not."""
+
+    async def run() -> list[str]:
+        release = asyncio.Event()
+        answered = []
+
+        async def app(scope, receive, send):
+            if scope["path"] == "/predict":
+                await release.wait()
+            answered.append(scope["path"])
+
+        limit = ConcurrencyLimit(app, limit=1, exempt=PROBES)
+        busy = asyncio.create_task(limit(scope("/predict"), None, None))
+        await asyncio.sleep(0)  # the first request is in flight: the limit is reached
+        for probe in ("/livez", "/livez/", "/readyz/", "/metrics/"):
+            await limit(scope(probe), None, None)
+        with pytest.raises(TooManyRequests):
+            await limit(scope("/predict/"), None, None)
+        release.set()
+        await busy
+        return answered
+
+    assert asyncio.run(run()) == ["/livez", "/livez/", "/readyz/", "/metrics/", "/predict"]
+
+
+def test_every_versioned_route_is_documented_and_every_documented_route_versioned():
+    assert {path for _, path in ROUTES} == set(VERSIONED_PATHS)
