@@ -124,10 +124,11 @@ def single_latency_ms(url: str, photo: bytes, count: int) -> float:
 
 def offline_ceiling(model_path: str, photos: list[bytes], seconds: float) -> dict:
     """Decode + preprocessing in one thread, the model on the batch before: the best of each split."""
-    from tikka.model.imaging import InputSpec, decode_upload
+    from tikka.model.checkpoint import Checkpoint
+    from tikka.model.imaging import decode_upload
     from tikka.model.runtime import load_classifier
 
-    spec = InputSpec.from_checkpoint(model_path)
+    spec = Checkpoint.read(model_path).input_spec
 
     def prepare(data: bytes) -> np.ndarray:
         return spec.preprocess(decode_upload(data, max_pixels=40_000_000, draft_size=spec.draft_size))

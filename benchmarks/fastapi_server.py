@@ -19,7 +19,8 @@ import numpy as np
 from fastapi import FastAPI, File, UploadFile
 from PIL import Image
 
-from tikka.model.imaging import InputSpec, decode_upload
+from tikka.model.checkpoint import Checkpoint
+from tikka.model.imaging import decode_upload
 from tikka.model.runtime import load_classifier, top_k_labels
 
 MODEL_PATH = os.environ["BENCH_MODEL_PATH"]
@@ -43,7 +44,7 @@ if PIPELINE == "stock":
             return model(**inputs).logits.softmax(-1)[0].numpy()
 
 else:
-    spec = InputSpec.from_checkpoint(MODEL_PATH)
+    spec = Checkpoint.read(MODEL_PATH).input_spec
     classifier = load_classifier(MODEL_PATH, "openvino")
     labels = classifier.labels
 

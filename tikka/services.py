@@ -47,9 +47,10 @@ from tikka.http.schemas import (
 )
 from tikka.http.upload_guard import ImageUpload, UploadGuard
 from tikka.llm.client import GenerateResponse, Task, complete, dish_prompt, get_llm_client, stream_ndjson
-from tikka.model.explain import explain_method, render_overlay
-from tikka.model.imaging import InputSpec, decode_upload
-from tikka.model.runtime import config_labels, load_classifier, model_type, read_config, top_k_labels
+from tikka.model.checkpoint import Checkpoint
+from tikka.model.explain import render_overlay
+from tikka.model.imaging import decode_upload
+from tikka.model.runtime import load_classifier, top_k_labels
 from tikka.settings import get_settings
 
 settings = get_settings()
@@ -135,10 +136,10 @@ class Gateway:
     model_ref = bentoml.models.BentoModel(settings.model_tag)
 
     def __init__(self) -> None:
-        self.input_spec = InputSpec.from_checkpoint(self.model_ref.path)
-        config = read_config(self.model_ref.path)
-        self.labels = config_labels(config)
-        self.explain_method = explain_method(model_type(config))
+        checkpoint = Checkpoint.read(self.model_ref.path)
+        self.input_spec = checkpoint.input_spec
+        self.labels = checkpoint.labels
+        self.explain_method = checkpoint.explain_method
         self.model_tag = str(self.model_ref.tag)
         self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
         api_app.state.model_tag = self.model_tag

@@ -15,14 +15,13 @@ import pytest
 import torch
 
 from tests import helpers
-from tikka.model.imaging import InputSpec, decode_upload
+from tikka.model.checkpoint import Checkpoint
+from tikka.model.imaging import decode_upload
 from tikka.model.labels import FOOD_CLASSES
 from tikka.model.runtime import (
     GraphClassifier,
     TorchClassifier,
-    config_labels,
     load_classifier,
-    read_config,
     select_device,
     top_k_labels,
 )
@@ -38,7 +37,7 @@ def classifiers(default_model):
 
 @pytest.fixture(scope="module")
 def spec(default_model):
-    return InputSpec.from_checkpoint(default_model.path)
+    return Checkpoint.read(default_model.path).input_spec
 
 
 def pixels(spec, data: bytes, **decode_options) -> np.ndarray:
@@ -85,7 +84,7 @@ def test_store_model_serves_exactly_the_allow_list(classifiers, default_model):
     expected = [FOOD_CLASSES[i] for i in sorted(FOOD_CLASSES)]
     assert all(classifier.labels == expected for classifier in classifiers.values())
     assert default_model.info.metadata["labels"] == expected
-    assert config_labels(read_config(default_model.path)) == expected
+    assert Checkpoint.read(default_model.path).labels == expected
 
 
 def test_the_store_model_carries_its_onnx_graph(default_model, classifiers):

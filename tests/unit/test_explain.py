@@ -9,14 +9,15 @@ import pytest
 from PIL import Image
 
 from tests import helpers
+from tikka.model.checkpoint import Checkpoint
 from tikka.model.explain import jet, render_overlay
-from tikka.model.imaging import InputSpec, ViewBox
+from tikka.model.imaging import ViewBox
 from tikka.model.runtime import load_classifier
 
 
 @pytest.fixture(scope="module", params=["openvino", "torch"])
 def model_and_preprocessor(default_model, request):
-    return load_classifier(default_model.path, request.param, "cpu"), InputSpec.from_checkpoint(default_model.path)
+    return load_classifier(default_model.path, request.param, "cpu"), Checkpoint.read(default_model.path).input_spec
 
 
 def explain_image(model_and_preprocessor, image: Image.Image):
@@ -61,7 +62,7 @@ def test_explaining_does_not_change_predictions(model_and_preprocessor, photo):
 @pytest.mark.parametrize("name", ["pizza.jpg", "guacamole.jpg", "hamburger.jpg"])
 def test_the_graph_cam_equals_torch_grad_cam(default_model, name):
     """Global pooling + linear head: CAM from the exported graph is Grad-CAM, no gradients needed."""
-    spec = InputSpec.from_checkpoint(default_model.path)
+    spec = Checkpoint.read(default_model.path).input_spec
     pixels = spec.preprocess(helpers.photo_image(name))[None]
     served = load_classifier(default_model.path, "openvino", "cpu").explain(pixels)
     reference = load_classifier(default_model.path, "torch", "cpu").explain(pixels)

@@ -7,6 +7,7 @@ import pytest
 from PIL import Image
 
 from tests import helpers
+from tikka.model.checkpoint import Checkpoint
 from tikka.model.imaging import (
     EmptyUpload,
     ImageTooLarge,
@@ -117,7 +118,7 @@ def test_lean_preprocessing_matches_the_model_processor(default_model, photo, na
     """uint8 pixels from PIL, normalised in the batch = the checkpoint's own processor (torch)."""
     from transformers import AutoImageProcessor
 
-    spec = InputSpec.from_checkpoint(default_model.path)
+    spec = Checkpoint.read(default_model.path).input_spec
     ours = spec.preprocess(decode(photo(name)))
     processor = AutoImageProcessor.from_pretrained(default_model.path)
     reference = processor(
@@ -135,12 +136,12 @@ def test_model_processor_matches_timm_eval_transform(default_model):
     model = timm.create_model("tf_efficientnet_lite0", pretrained=False)
     transform = create_transform(**resolve_data_config({}, model=model), is_training=False)
     image = helpers.photo_image("guacamole.jpg")
-    spec = InputSpec.from_checkpoint(default_model.path)
+    spec = Checkpoint.read(default_model.path).input_spec
     np.testing.assert_allclose(normalised(spec, spec.preprocess(image)), transform(image).numpy(), atol=1e-6)
 
 
 def test_view_box_is_the_centre_crop_of_the_short_side(default_model):
-    spec = InputSpec.from_checkpoint(default_model.path)
+    spec = Checkpoint.read(default_model.path).input_spec
     assert spec.resize == 256 and spec.draft_size == 512
     box = spec.view_box(640, 400)
     assert (box.right - box.left) == pytest.approx(350) and (box.bottom - box.top) == pytest.approx(350)
@@ -150,8 +151,8 @@ def test_view_box_is_the_centre_crop_of_the_short_side(default_model):
 PEAK_RSS_SCRIPT = """
 import re, sys
 from PIL import Image
-from tikka.model.imaging import InputSpec
-spec = InputSpec.from_checkpoint(sys.argv[1])
+from tikka.model.checkpoint import Checkpoint
+spec = Checkpoint.read(sys.argv[1]).input_spec
 pixels = spec.preprocess(Image.new("RGB", (int(sys.argv[2]), int(sys.argv[3])), (200, 120, 40)))
 assert pixels.shape == (224, 224, 3), pixels.shape
 # VmHWM, not ru_maxrss: the latter keeps the forking parent's peak across exec.
@@ -182,7 +183,7 @@ def test_wide_panoramas_resize_only_the_crop_with_the_same_answers(default_model
     """The crop-only resize (past 4:1) against the full resize on a 5:1 panorama: same classification."""
     from tikka.model.runtime import load_classifier
 
-    spec = InputSpec.from_checkpoint(default_model.path)
+    spec = Checkpoint.read(default_model.path).input_spec
     panorama = helpers.photo_image("pizza.jpg").resize((2000, 400))
     width, height = panorama.size
     size = (int(spec.resize * width / height), spec.resize)

@@ -8,6 +8,7 @@ import torch
 from transformers import SiglipVisionConfig, ViTConfig
 
 from tests.tiny_models import save_tiny_siglip, save_tiny_vit
+from tikka.model.checkpoint import Checkpoint
 from tikka.model.explain import (
     TokenLayout,
     UnsupportedModelError,
@@ -151,11 +152,10 @@ def test_lean_preprocessing_gives_the_processor_answers(tiny):
     from transformers import AutoImageProcessor
 
     from tests import helpers
-    from tikka.model.imaging import InputSpec
 
     _, classifier = tiny
     processor = AutoImageProcessor.from_pretrained(str(classifier.model_path))
-    spec = InputSpec.from_checkpoint(classifier.model_path)
+    spec = Checkpoint.read(classifier.model_path).input_spec
     for name in ("pizza.jpg", "guacamole.jpg", "hamburger.jpg"):
         image = helpers.photo_image(name)
         stock = processor(images=image, return_tensors="pt")["pixel_values"]

@@ -7,10 +7,8 @@ anything reaches a batch: one bad image in a batch would fail the whole batch.
 from __future__ import annotations
 
 import io
-import json
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
@@ -121,9 +119,8 @@ class InputSpec:
     round_crop_offset: bool = True
 
     @classmethod
-    def from_checkpoint(cls, model_path: str | Path) -> InputSpec:
-        model_path = Path(model_path)
-        config = json.loads((model_path / "config.json").read_text())
+    def from_configs(cls, config: dict, processor: dict | None) -> InputSpec:
+        """From the checkpoint's config.json and its preprocessor_config.json (None if it has none)."""
         if cfg := config.get("pretrained_cfg"):  # timm: resize short side to input/crop_pct, centre crop
             _, height, width = cfg["input_size"]
             crop_pct = float(cfg.get("crop_pct", 1.0))
@@ -134,7 +131,8 @@ class InputSpec:
                 resample=RESAMPLING[cfg.get("interpolation", "bicubic")],
                 mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
             )
-        processor = json.loads((model_path / "preprocessor_config.json").read_text())
+        if processor is None:
+            raise ValueError("the checkpoint has neither timm's pretrained_cfg nor a preprocessor_config.json")
         size = processor.get("size") or {}
         normalize = processor.get("do_normalize", True)
         common = {
@@ -149,7 +147,7 @@ class InputSpec:
         if "shortest_edge" in size and processor.get("do_center_crop"):
             crop = processor["crop_size"]
             return cls(height=int(crop["height"]), width=int(crop["width"]), resize=int(size["shortest_edge"]), **common)
-        raise ValueError(f"cannot tell how {model_path} resizes images: size={size}")
+        raise ValueError(f"cannot tell how the checkpoint resizes images: size={size}")
 
     @property
     def draft_size(self) -> int:

@@ -10,7 +10,6 @@ export, and is imported only then.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import threading
@@ -18,30 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tikka.model.explain import Explanation, attention_shape, explain_method, normalise
+from tikka.model.checkpoint import ONNX_FILE, Checkpoint
+from tikka.model.explain import Explanation, attention_shape, normalise
 from tikka.model.imaging import InputSpec
 
 logger = logging.getLogger(__name__)
-
-ONNX_FILE = "model.onnx"  # written by tikka/tools/export.py beside the checkpoint
-
-
-def read_config(model_path: str | Path) -> dict:
-    """The checkpoint's config.json, as plain JSON (no transformers needed)."""
-    return json.loads((Path(model_path) / "config.json").read_text())
-
-
-def model_type(config: dict) -> str | None:
-    """transformers' model_type; timm's save_for_hf writes none (AutoConfig knows it by pretrained_cfg)."""
-    return config.get("model_type") or ("timm_wrapper" if "pretrained_cfg" in config else None)
-
-
-def config_labels(config: dict) -> list[str]:
-    """Class names in index order, from id2label (or timm's label_names)."""
-    if config.get("id2label"):
-        return [config["id2label"][key] for key in sorted(config["id2label"], key=int)]
-    return list(config["label_names"])
-
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -91,10 +71,11 @@ class _Classifier:
 
     def __init__(self, model_path: Path):
         self.model_path = model_path
-        self.config = read_config(model_path)
-        self.labels = config_labels(self.config)
-        self.input_spec = InputSpec.from_checkpoint(model_path)
-        self.explain_method = explain_method(model_type(self.config))
+        checkpoint = Checkpoint.read(model_path)
+        self.config = checkpoint.config
+        self.labels = checkpoint.labels
+        self.input_spec = checkpoint.input_spec
+        self.explain_method = checkpoint.explain_method
 
     def warm_up(self) -> None:
         """One real inference, so the first request does not pay for lazy initialisation."""

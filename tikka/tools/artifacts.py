@@ -28,7 +28,7 @@ from typing import Any
 import bentoml
 from bentoml.exceptions import NotFound
 
-from tikka.model.runtime import config_labels
+from tikka.model.checkpoint import labels_of
 from tikka.tools.export import EXPORT_VERSION, export_onnx
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
@@ -120,7 +120,7 @@ def import_checkpoint(
         target = Path(model.path)
         write_checkpoint(target)
         config = validate_checkpoint_dir(target)
-        labels = config_labels(config)
+        labels = labels_of(config)
         onnx_graph = export_onnx(target)
         model.info.metadata.update(
             {

@@ -26,8 +26,9 @@ from pathlib import Path
 
 import numpy as np
 
+from tikka.model.checkpoint import ONNX_FILE, Checkpoint
 from tikka.model.imaging import InputSpec
-from tikka.model.runtime import ONNX_FILE, model_type, normalisation, read_config
+from tikka.model.runtime import normalisation
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +107,8 @@ def has_cam_head(timm_model) -> bool:
 def load_for_export(model_path: Path):
     from transformers import AutoModelForImageClassification
 
-    from tikka.model.explain import explain_method
-
     # Only eager attention returns attention weights (for rollout).
-    eager = explain_method(model_type(read_config(model_path))) == "attention-rollout"
+    eager = Checkpoint.read(model_path).explain_method == "attention-rollout"
     model = AutoModelForImageClassification.from_pretrained(
         str(model_path), **({"attn_implementation": "eager"} if eager else {})
     )
@@ -132,7 +131,7 @@ def export_onnx(model_path: str | Path) -> Path | None:
 def _export(model_path: Path, target: Path) -> None:
     import torch
 
-    spec = InputSpec.from_checkpoint(model_path)
+    spec = Checkpoint.read(model_path).input_spec
     model = load_for_export(model_path)
     graph, outputs = _graph_module(model, spec)
     generator = torch.Generator().manual_seed(0)
