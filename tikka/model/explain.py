@@ -41,6 +41,20 @@ class Explanation:
     num_layers: int
     num_heads: int
 
+    @classmethod
+    def of(cls, probabilities: np.ndarray, heatmap: np.ndarray, method: str, num_layers: int, num_heads: int) -> Explanation:
+        """The one way an explanation is made, whatever computed it: the top class and its
+        probability from one image's ``probabilities``, the ``heatmap`` scaled to [0, 1]."""
+        class_index = int(np.argmax(probabilities))
+        return cls(
+            heatmap=normalise(np.asarray(heatmap)),
+            class_index=class_index,
+            confidence=float(probabilities[class_index]),
+            method=method,
+            num_layers=num_layers,
+            num_heads=num_heads,
+        )
+
     @property
     def grid_size(self) -> str:
         height, width = self.heatmap.shape
@@ -136,17 +150,9 @@ def explain_with_attention(model, pixel_values) -> Explanation:
             f"{tokens} tokens, but the config implies {layout.num_tokens}"
             f" ({layout.prefix_tokens} + {layout.grid[0]}x{layout.grid[1]})"
         )
-    probabilities = outputs.logits[0].float().softmax(dim=-1)
-    class_index = int(probabilities.argmax())
     heatmap = rollout_heatmap(attention_rollout(attentions), layout)[0]
-    return Explanation(
-        heatmap=normalise(heatmap.numpy()),
-        class_index=class_index,
-        confidence=float(probabilities[class_index]),
-        method="attention-rollout",
-        num_layers=len(attentions),
-        num_heads=attentions[0].shape[1],
-    )
+    probabilities = outputs.logits[0].float().softmax(dim=-1).numpy()
+    return Explanation.of(probabilities, heatmap.numpy(), "attention-rollout", len(attentions), attentions[0].shape[1])
 
 
 def attention_rollout(attentions: Sequence, residual: float = 0.5):
@@ -198,14 +204,7 @@ def grad_cam(timm_model, pixel_values) -> Explanation:
         (gradients,) = torch.autograd.grad(logits[0, class_index], features)
     channel_weights = gradients[0].mean(dim=(1, 2))
     cam = torch.relu((channel_weights[:, None, None] * features[0].detach()).sum(dim=0))
-    return Explanation(
-        heatmap=normalise(cam.numpy()),
-        class_index=class_index,
-        confidence=float(probabilities[class_index]),
-        method="grad-cam",
-        num_layers=1,
-        num_heads=0,
-    )
+    return Explanation.of(probabilities.numpy(), cam.numpy(), "grad-cam", num_layers=1, num_heads=0)
 
 
 def normalise(heatmap: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from tikka.model.checkpoint import ONNX_FILE, Checkpoint
-from tikka.model.explain import Explanation, attention_shape, normalise
+from tikka.model.explain import Explanation, attention_shape
 from tikka.model.imaging import InputSpec
 
 logger = logging.getLogger(__name__)
@@ -117,17 +117,8 @@ class GraphClassifier(_Classifier):
         if "explanation" not in self.outputs:
             return self._torch_classifier().explain(pixels) if self.explain_method else None
         logits, relevance = self._run(["logits", "explanation"], np.ascontiguousarray(pixels, dtype=np.uint8))
-        probabilities = softmax(logits[0].astype(np.float32))
-        class_index = int(probabilities.argmax())
         layers, heads = attention_shape(self.config) if self.explain_method == "attention-rollout" else (1, 0)
-        return Explanation(
-            heatmap=normalise(relevance[0]),
-            class_index=class_index,
-            confidence=float(probabilities[class_index]),
-            method=self.explain_method,
-            num_layers=layers,
-            num_heads=heads,
-        )
+        return Explanation.of(softmax(logits[0].astype(np.float32)), relevance[0], self.explain_method, layers, heads)
 
     def _torch_classifier(self) -> TorchClassifier:
         """Grad-CAM needs gradients, which the graph lacks for heads that are not pool + linear."""
