@@ -1,4 +1,5 @@
-"""Every workaround for BentoML internals, in one place, for the version they were written for.
+"""Every workaround for BentoML internals (and the Starlette under it), in one place, for
+the version they were written for.
 
 Importing this module checks that the installed BentoML is that version: an upgrade fails
 loudly here, and each workaround below is then checked against the new version by the
@@ -19,8 +20,11 @@ test it names before ``WRITTEN_FOR`` moves.
 2. ``bound_endpoint_labels``: BentoML labels its request metrics with the raw path, so
    each unknown URL added series to /metrics for good. Test:
    ``tests/served/test_served.py::test_unknown_paths_share_one_metrics_label``.
+3. ``keep_uploads_in_memory``: Starlette, under BentoML's multipart parsing (and the
+   upload guard's), spools each uploaded file to a temporary file past 1 MB, and takes
+   the size only as a class attribute. Test: ``tests/reliability/test_privacy.py``.
 
-Neither is reported upstream yet; both are in BentoML's private modules
+None is reported upstream yet; 1 and 2 patch BentoML's private modules
 (``bentoml._internal``), which is why the version is pinned and checked.
 """
 
@@ -88,3 +92,11 @@ def bound_endpoint_labels(known_paths: frozenset[str], known_prefixes: tuple[str
 
     call_with_bounded_labels.bounded = True
     RunnerTrafficMetricsMiddleware.__call__ = call_with_bounded_labels
+
+
+def keep_uploads_in_memory(max_bytes: int) -> None:
+    """Raise Starlette's spool size to the body limit, so that no accepted upload ever
+    rolls over to a temporary file (the whole process: its parser has no other knob)."""
+    from starlette.formparsers import MultiPartParser
+
+    MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, max_bytes)

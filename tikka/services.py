@@ -22,7 +22,7 @@ from bentoml.exceptions import BentoMLException
 from starlette.responses import StreamingResponse
 
 from tikka import metrics
-from tikka.bentoml_patches import bound_endpoint_labels, cap_batching_wait
+from tikka.bentoml_patches import bound_endpoint_labels, cap_batching_wait, keep_uploads_in_memory
 from tikka.errors import (
     ClassifierBusy,
     ClassifierTimeout,
@@ -57,6 +57,7 @@ settings = get_settings()
 # BentoML's own routes on the entry service, besides the APIs and the mounted app.
 BENTOML_ROUTES = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json")
 cap_batching_wait(settings.max_batch_wait_ms)
+keep_uploads_in_memory(settings.max_upload_bytes)
 UPLOAD_FIELD = "image"
 JSON_ROUTES = dict(zip(LLM_ROUTES, (GenerateRequest, DishRequest), strict=True))
 

@@ -33,7 +33,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import PydanticCustomError, core_schema
 from starlette.datastructures import Headers, UploadFile
 from starlette.exceptions import HTTPException
-from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -108,10 +108,6 @@ class UploadGuard:
         self.json_paths = dict(json_paths)
         self.max_json_bytes = max_json_bytes
         self.idle_timeout_s = idle_timeout_s
-        # Starlette spools each uploaded file to a temporary file past 1 MB, both in this
-        # guard's parse and in BentoML's. Its parser takes the size only as a class
-        # attribute; with it at the body limit, no upload that is accepted ever rolls over.
-        MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, max_bytes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_of(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
