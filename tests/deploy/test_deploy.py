@@ -48,6 +48,8 @@ def test_old_clients_reach_the_api_as_tikka_backend_8000_through_nginx():
     conf = (DOCKER / "nginx" / "tikka.conf").read_text()
     port_8000 = re.search(r"server \{\s*listen 8000;[^}]*\}", conf).group(0)
     assert "include /etc/nginx/conf.d/api.inc;" in port_8000
+    # No keep-alive there: a deploy's reload would reset a request sent on an idle connection.
+    assert "keepalive_timeout 0;" in port_8000
     assert "proxy_pass http://tikka_backend;" in (DOCKER / "nginx" / "api.inc").read_text()
     assert re.search(r"upstream tikka_backend \{\s*server backend-blue:8000;", (DOCKER / "nginx" / "backend.conf").read_text())
     # nginx depends on nothing: Compose would recreate it with whatever it depends on.
