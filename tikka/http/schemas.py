@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
+from tikka.llm.client import Task
 from tikka.settings import get_settings
 
 _settings = get_settings()
@@ -107,6 +106,6 @@ class DishRequest(GenerationOptions):
         description="A dish label as /predict returns it, or its human name.",
         examples=["huevos_rancheros"],
     )
-    task: Literal["recipe", "nutrition", "origin"] = Field(examples=["recipe"])
+    task: Task = Field(examples=["recipe"])
 
 
