@@ -194,3 +194,21 @@ def test_wrong_method_is_a_405_with_allow_in_the_error_shape(client, method, pat
     # Starlette builds Allow from a set: the order varies between runs.
     assert set(response.headers["allow"].split(", ")) == set(allow.split(", "))
     assert response.json() == {"detail": "Method Not Allowed", "error": "http_405"}
+
+
+@pytest.mark.parametrize("media_type", ["Multipart/Form-Data", "MULTIPART/FORM-DATA"])
+def test_a_mixed_case_media_type_is_a_valid_upload(client, photo, media_type):
+    """Media types are case-insensitive. The guard accepted these, then BentoML parsed the
+    body as JSON (a 422, and a logged traceback holding the body's bytes)."""
+    request = client.build_request("POST", "/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")})
+    original = request.headers["content-type"]
+    boundary = original.split("boundary=", 1)[1]
+    response = client.post("/predict", content=request.read(),
+                           headers={"Content-Type": f"{media_type}; boundary={boundary}"})
+    assert_prediction(response, top="pizza", filename="p.jpg")
+
+
+def test_the_file_name_is_echoed_as_a_plain_base_name(client, photo):
+    """It was echoed raw: POSIX paths, NUL, markup and bidi overrides reached the client."""
+    response = post_image(client, photo("pizza.jpg"), name="../../../etc/pass\u202ewd<b>.jpg")
+    assert_prediction(response, top="pizza", filename="passwdb.jpg")

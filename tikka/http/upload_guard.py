@@ -24,6 +24,7 @@ Uploads stay in memory (the deployment this one replaces promised images are
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
 from typing import Any
@@ -59,6 +60,15 @@ from tikka.http.routes import route_of
 GENERIC_CONTENT_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
 
 
+def safe_filename(raw: str | None) -> str:
+    """The client's file name as the API echoes it back: its last path component (POSIX or
+    Windows), without control or format characters (NUL, bidi overrides such as U+202E)
+    or markup characters, at most 255 characters. Clients display it; it is never opened."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(ch for ch in name if unicodedata.category(ch)[0] != "C" and ch not in "<>\"'`")
+    return name.strip()[:255]
+
+
 class ImageUpload(PurePosixPath):
     """The uploaded file as an API parameter, its bytes held in memory.
 
@@ -77,9 +87,10 @@ class ImageUpload(PurePosixPath):
     def from_upload(cls, value: Any) -> ImageUpload:
         if not isinstance(value, UploadFile):  # the guard refuses these first; this is the backstop
             raise PydanticCustomError("not_a_file", "must be an uploaded file")
-        upload = cls(PurePosixPath(value.filename or "upload").name or "upload")
+        filename = safe_filename(value.filename)
+        upload = cls(filename or "upload")
         upload.data = value.file.read()
-        upload.filename = value.filename or ""
+        upload.filename = filename
         return upload
 
     @classmethod
@@ -94,6 +105,19 @@ class ImageUpload(PurePosixPath):
         if handler.mode == "validation":
             return {"type": "file", "format": "binary"}
         return {"type": "string", "format": "binary"}
+
+
+def with_lower_case_media_type(scope: Scope) -> Scope:
+    """The scope with the Content-Type's media type in lower case (its parameters, such as
+    the case-sensitive boundary, untouched). Media types are case-insensitive, but BentoML
+    matched "multipart/form-data" exactly and parsed ``Multipart/Form-Data`` as JSON."""
+    headers = []
+    for name, value in scope["headers"]:
+        if name.lower() == b"content-type":
+            media_type, separator, parameters = value.partition(b";")
+            value = media_type.strip().lower() + separator + parameters
+        headers.append((name, value))
+    return {**scope, "headers": headers}
 
 
 class UploadGuard:
@@ -121,7 +145,7 @@ class UploadGuard:
                 return
         except ClientGone:
             return
-        await self.app(scope, replay(body, then=receive), send)
+        await self.app(with_lower_case_media_type(scope), replay(body, then=receive), send)
 
     async def check_upload_route(self, scope: Scope, receive: Receive) -> bytes:
         self.check_headers(Headers(scope=scope))

@@ -1,5 +1,6 @@
-"""One way to read a request's path (tikka/http/routes.py), for every middleware that
-decides by route: a trailing slash slips past none of them."""
+"""How the gateway reads what a client sent: one way to read a request's path
+(tikka/http/routes.py), for every middleware that decides by route, so a trailing slash
+slips past none of them; and the client's file name, echoed back as a plain base name."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from tikka.errors import TooManyRequests
 from tikka.http.openapi import ROUTES
 from tikka.http.overload import ConcurrencyLimit
 from tikka.http.routes import PROBES, VERSIONED_PATHS, route_of
+from tikka.http.upload_guard import safe_filename
 
 
 def scope(path: str) -> dict:
@@ -50,3 +52,18 @@ def test_a_probe_with_a_trailing_slash_is_never_shed():
 
 def test_every_versioned_route_is_documented_and_every_documented_route_versioned():
     assert {path for _, path in ROUTES} == set(VERSIONED_PATHS)
+
+
+@pytest.mark.parametrize(("raw", "echoed"), [
+    ("pizza.jpg", "pizza.jpg"),
+    ("../../../etc/passwd", "passwd"),
+    ("C:\\\\Users\\\\me\\\\pizza.jpg", "pizza.jpg"),
+    ("piz\x00za.jpg", "pizza.jpg"),
+    ("evil\u202egpj.exe", "evilgpj.exe"),
+    ("<img src=x onerror=alert(1)>.jpg", "img src=x onerror=alert(1).jpg"),
+    ("x" * 300 + ".jpg", "x" * 255),
+    ("", ""),
+    (None, ""),
+])
+def test_the_echoed_file_name_is_a_plain_base_name(raw, echoed):
+    assert safe_filename(raw) == echoed
