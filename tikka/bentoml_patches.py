@@ -60,7 +60,8 @@ UNMATCHED_PATH = "/<unmatched>"
 
 
 def bound_endpoint_labels(known_paths: frozenset[str], known_prefixes: tuple[str, ...] = ()) -> None:
-    """Label requests to unknown paths ``/<unmatched>`` in BentoML's request metrics.
+    """Label requests to unknown paths ``/<unmatched>``, and to paths under a known prefix
+    with the prefix, in BentoML's request metrics.
 
     BentoML 1.4.40 labels every request with its raw path, so each unknown URL added
     series to /metrics for good (about 4.5 KB per path, 1.4 MB for a 60 KB URL, NUL
@@ -75,9 +76,17 @@ def bound_endpoint_labels(known_paths: frozenset[str], known_prefixes: tuple[str
         return
     counted = RunnerTrafficMetricsMiddleware.__call__
 
+    def label_of(path: str) -> str:
+        """The path itself if known; a known prefix for paths under it (the static assets:
+        any suffix added series too); else UNMATCHED_PATH."""
+        if path in known_paths:
+            return path
+        return next((prefix for prefix in known_prefixes if path.startswith(prefix)), UNMATCHED_PATH)
+
     async def call_with_bounded_labels(self, scope, receive, send):
         path = scope.get("path", "")
-        if scope["type"] != "http" or path in known_paths or path.startswith(known_prefixes):
+        label = label_of(path) if scope["type"] == "http" else path
+        if label == path:
             return await counted(self, scope, receive, send)
         if not self._is_setup:  # set up once, on the real middleware, never on the copy below
             self._setup()
@@ -88,7 +97,7 @@ def bound_endpoint_labels(known_paths: frozenset[str], known_prefixes: tuple[str
 
         relabelled = copy.copy(self)
         relabelled.app = routed_by_its_own_path
-        await counted(relabelled, {**scope, "path": UNMATCHED_PATH}, receive, send)
+        await counted(relabelled, {**scope, "path": label}, receive, send)
 
     call_with_bounded_labels.bounded = True
     RunnerTrafficMetricsMiddleware.__call__ = call_with_bounded_labels

@@ -255,20 +255,27 @@ def test_health_and_banner_served(bento):
 
 def test_unknown_paths_share_one_metrics_label(bento, photo):
     """Every unknown path added series to /metrics for good (a 60 KB URL: 1.4 MB; NUL bytes
-    from /predict%00). Now they count under one label, and still get their 404."""
+    from /predict%00; any suffix under /static_content/). Now they count under one label
+    (the static ones under their prefix), and still get their 404."""
     httpx.get(f"{bento}/warm-up-the-unmatched-series")
+    httpx.get(f"{bento}/static_content/warm-up-the-static-series.js")
     assert predict(bento, photo("pizza.jpg")).status_code == 200  # /predict's own series exist before
     before = len(httpx.get(f"{bento}/metrics").content)
     # 8 KB, not 60: uvicorn's h11 parser refuses a request head over 16 KB when it arrives in
     # more than one read (a 400, then a closed connection: a reset under load in CI), and
     # nginx answers 414 past 8 KB anyway.
     paths = [f"/no-such-page-{i}" for i in range(50)] + ["/predict%00", "/" + "x" * 8_000, "/v1/nothing"]
+    # Under the static assets' prefix, a random suffix each: these kept their raw path.
+    static = [f"/static_content/no-such-asset-{i}-{'y' * 1000}.js" for i in range(20)]
+    for path in static:
+        assert httpx.get(f"{bento}{path}").status_code == 404, path
     for path in paths:
         response = httpx.get(f"{bento}{path}")
         assert response.status_code in (404, 405) and response.json()["error"], path
     text = httpx.get(f"{bento}/metrics").text
     assert len(text.encode()) - before < 5_000, "unknown paths added series"
-    assert "\x00" not in text and "no-such-page" not in text and "xxxxxxxx" not in text
+    assert "\x00" not in text and "no-such-page" not in text and "xxxxxxxx" not in text and "no-such-asset" not in text
+    assert helpers.metric_value(text, "bentoml_service_request_total", endpoint="/static_content/") >= len(static)
     unmatched = helpers.metric_value(text, "bentoml_service_request_total", endpoint="/<unmatched>",
                                      http_response_code="404")
     assert unmatched >= len(paths), unmatched
