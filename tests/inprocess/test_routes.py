@@ -212,3 +212,17 @@ def test_the_file_name_is_echoed_as_a_plain_base_name(client, photo):
     """It was echoed raw: POSIX paths, NUL, markup and bidi overrides reached the client."""
     response = post_image(client, photo("pizza.jpg"), name="../../../etc/pass\u202ewd<b>.jpg")
     assert_prediction(response, top="pizza", filename="passwdb.jpg")
+
+
+@pytest.mark.parametrize(("value", "status"), [
+    ("pizza", 200),  # the replaced deployment's Streamlit app sends a text field like this
+    ("12345", 200),
+    ("5" * 5000, 400),  # past Python's int-string limit: BentoML's json.loads raised, a 500
+    ("[" * 100_000, 400),  # nested past the recursion limit: a 500 too
+])
+def test_extra_text_fields_are_ignored_or_refused_never_a_500(client, photo, value, status):
+    response = client.post("/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")},
+                           data={"label": value})
+    assert response.status_code == status, response.text[:300]
+    if status == 400:
+        assert response.json()["error"] == "malformed_form" and "label" in response.json()["detail"]

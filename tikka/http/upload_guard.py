@@ -24,6 +24,7 @@ Uploads stay in memory (the deployment this one replaces promised images are
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections.abc import Iterable, Mapping
 from pathlib import PurePosixPath
@@ -58,6 +59,21 @@ from tikka.http.routes import route_of
 # Declared types we accept besides image/*: what curl and many clients send
 # when they cannot guess; the bytes are sniffed by the decoder anyway.
 GENERIC_CONTENT_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
+
+
+def check_text_field(name: str, values: list) -> None:
+    """BentoML reads every extra text field with ``json.loads`` and keeps the text where
+    that fails as JSON; a value that fails otherwise (digits past Python's int-string limit,
+    nesting past the recursion limit) was a 500. Refused here, said plainly."""
+    for value in values:
+        try:
+            json.loads(value)
+        except json.JSONDecodeError:
+            pass  # plain text: BentoML keeps it as a string, and the API ignores it
+        except (ValueError, RecursionError) as exc:
+            raise MalformedForm(
+                f"the text field {name!r} cannot be read ({type(exc).__name__}); send short plain values"
+            ) from None
 
 
 def safe_filename(raw: str | None) -> str:
@@ -234,6 +250,8 @@ class UploadGuard:
                 )
             if len(values) > 1:
                 raise TooManyFiles(f"send one file in '{self.field}'")
+            for name in others:
+                check_text_field(name, form.getlist(name))
             (value,) = values
             if not isinstance(value, UploadFile):
                 raise NotAFile(
