@@ -311,6 +311,8 @@ Gateway.add_asgi_middleware(
     api_keys=settings.api_keys,
     metrics_paths=("/metrics", "/dashboard"),
     metrics_keys=settings.metrics_keys,
+    failure_burst=settings.auth_failure_burst,
+    failures_per_min=settings.auth_failures_per_min,
 )
 Gateway.add_asgi_middleware(
     RateLimit,

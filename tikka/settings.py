@@ -125,6 +125,8 @@ class Settings(BaseSettings):
     # only for peers in FORWARDED_ALLOW_IPS (its own setting; default 127.0.0.1).
     rate_limit_per_s: float = Field(0.0, ge=0, description="Requests per second each client may sustain.")
     rate_limit_burst: int = Field(20, ge=1, description="Requests a client may send at once after a pause.")
+    auth_failure_burst: int = Field(10, ge=1, description="Wrong API keys an address may send at once before 429s.")
+    auth_failures_per_min: float = Field(30.0, gt=0, description="Wrong API keys an address may send per minute, sustained.")
 
 
 @lru_cache(maxsize=1)

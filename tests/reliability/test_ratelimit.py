@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests import helpers, records
-from tikka.http.ratelimit import TokenBuckets
+from tikka.http.buckets import TokenBuckets
 
 ORIGIN = "http://localhost:8501"
 RATE, BURST = 2, 3

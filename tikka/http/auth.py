@@ -14,6 +14,11 @@ to answer says nothing about how much of a key was right.
 
 Probes (``/livez``, ``/readyz``, ``/health``) and CORS preflights are never
 checked: an orchestrator and a browser must reach them without a key.
+
+Wrong keys (not missing ones) are limited per address (``TIKKA_AUTH_FAILURE_BURST`` at once, then
+``TIKKA_AUTH_FAILURES_PER_MIN``), whatever the rate limit says: past that a guesser gets
+429 with ``Retry-After`` instead of an answer about the key. A right key always passes,
+so clients behind the same address are not locked out by someone else's guesses.
 """
 
 from __future__ import annotations
@@ -21,12 +26,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import math
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tikka.errors import Unauthorized
+from tikka.errors import TooManyRequests, Unauthorized
+from tikka.http.buckets import TokenBuckets
 from tikka.http.routes import route_of
 
 
@@ -58,8 +65,10 @@ class APIKeyAuth:
     def __init__(
         self, app: ASGIApp, api_paths: Iterable[str], api_keys: Iterable[str],
         metrics_paths: Iterable[str], metrics_keys: Iterable[str],
+        failure_burst: int = 10, failures_per_min: float = 30.0,
     ):
         self.app = app
+        self.failures = TokenBuckets(failures_per_min / 60, failure_burst)
         self.rules = [
             (frozenset(paths), tuple(keys), challenge)
             for paths, keys, challenge in (
@@ -73,7 +82,19 @@ class APIKeyAuth:
         if scope["type"] == "http" and scope["method"] != "OPTIONS":
             path = route_of(scope)
             for paths, keys, challenge in self.rules:
-                if path in paths and not key_matches(presented_key(Headers(scope=scope)), keys):
+                presented = presented_key(Headers(scope=scope))
+                if path in paths and not key_matches(presented, keys):
+                    if presented is not None:  # a guess; a missing key is a misconfigured client
+                        self.count_failure(scope)
                     detail = "a valid API key is required: send it as 'Authorization: Bearer <key>' or 'X-API-Key'"
                     raise Unauthorized(detail, {"WWW-Authenticate": challenge})
         await self.app(scope, receive, send)
+
+    def count_failure(self, scope: Scope) -> None:
+        address = (scope.get("client") or ("unknown",))[0]
+        if wait := self.failures.take("addr:" + address):
+            retry_after = max(1, math.ceil(wait))
+            raise TooManyRequests(
+                f"too many wrong API keys from this address; retry in {retry_after} s",
+                {"Retry-After": str(retry_after)},
+            )

@@ -7,19 +7,13 @@ it), else its address. The address is the TCP peer, or what ``X-Forwarded-For`` 
 when the peer is a trusted proxy: uvicorn (under BentoML) does that rewrite itself,
 for the peers in ``FORWARDED_ALLOW_IPS``, before any of the service's code runs.
 
-By hand, not a library: ``limits`` (the maintained one behind slowapi) has fixed and
-sliding windows but no token bucket, and none reports when the next request will
-pass, which ``Retry-After`` needs. Buckets are per worker process, and there is one
-gateway worker. At most ``max_clients`` buckets are kept, least recently seen dropped
-first, so a flood of spoofed clients cannot grow memory.
+Buckets (tikka/http/buckets.py) are per worker process, and there is one gateway worker.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-import time
-from collections import OrderedDict
 from collections.abc import Iterable
 
 from starlette.datastructures import Headers
@@ -27,24 +21,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tikka.errors import TooManyRequests
 from tikka.http.auth import presented_key
+from tikka.http.buckets import TokenBuckets
 from tikka.http.routes import route_of
-
-
-class TokenBuckets:
-    def __init__(self, rate_per_s: float, burst: int, max_clients: int = 10_000, clock=time.monotonic):
-        self.rate, self.burst, self.max_clients, self.clock = rate_per_s, burst, max_clients, clock
-        self.buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # client -> (tokens, at)
-
-    def take(self, client: str) -> float:
-        """Take one token for ``client``: 0 if it may go now, else the seconds until it may."""
-        now = self.clock()
-        tokens, at = self.buckets.pop(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - at) * self.rate)
-        wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
-        self.buckets[client] = (tokens - 1 if wait == 0 else tokens, now)
-        if len(self.buckets) > self.max_clients:
-            self.buckets.popitem(last=False)
-        return wait
 
 
 class RateLimit:
