@@ -236,3 +236,32 @@ def test_an_mpo_photo_is_decoded_at_the_draft_scale_like_a_jpeg():
     mpo = decode_upload(as_mpo.getvalue(), max_pixels=40_000_000, draft_size=448)
     jpeg = decode_upload(as_jpeg.getvalue(), max_pixels=40_000_000, draft_size=448)
     assert mpo.size == jpeg.size == (750, 750)
+
+
+def jpeg(progressive: bool = False) -> bytes:
+    buffer = io.BytesIO()
+    helpers.photo_image("pizza.jpg").save(buffer, format="JPEG", progressive=progressive)
+    return buffer.getvalue()
+
+
+def test_a_progressive_photo_is_decoded():
+    data = jpeg(progressive=True)
+    assert data.count(b"\xff\xda") == 10
+    assert decode_upload(data, max_pixels=40_000_000).size == helpers.photo_image("pizza.jpg").size
+
+
+def test_a_jpeg_with_too_many_scans_is_refused_before_decoding():
+    """The CPU bomb: thousands of progressive scans (29 s of CPU for 370 KB)."""
+    data = jpeg(progressive=True)
+    first_scan = data.index(b"\xff\xda")
+    bomb = data[:first_scan] + data[first_scan:-2] * 20 + b"\xff\xd9"  # 200 scans
+    with pytest.raises(ImageTooLarge, match="200 scans"):
+        decode_upload(bomb, max_pixels=40_000_000)
+
+
+def test_a_jpeg_with_thousands_of_app_segments_is_refused_before_parsing():
+    """10 MB of empty APP segments were parsed one by one in Python, under the GIL."""
+    data = jpeg()
+    bomb = data[:2] + b"\xff\xe1\x00\x02" * 100_000 + data[2:]
+    with pytest.raises(ImageTooLarge, match="APP segments"):
+        decode_upload(bomb, max_pixels=40_000_000)
