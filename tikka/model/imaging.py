@@ -7,6 +7,7 @@ anything reaches a batch: one bad image in a batch would fail the whole batch.
 from __future__ import annotations
 
 import io
+import itertools
 import math
 import re
 from dataclasses import dataclass
@@ -78,9 +79,10 @@ def check_jpeg_cost(data: bytes) -> None:
         raise ImageTooLarge(f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are decoded")
     first_scan = data.find(b"\xff\xda")
     header = data if first_scan < 0 else data[:first_scan]
-    segments = sum(1 for _ in JPEG_APP_MARKER.finditer(header))
+    # Counted up to one past the limit: a header of millions of markers costs no more to refuse.
+    segments = sum(1 for _ in itertools.islice(JPEG_APP_MARKER.finditer(header), MAX_JPEG_HEADER_SEGMENTS + 1))
     if segments > MAX_JPEG_HEADER_SEGMENTS:
-        raise ImageTooLarge(f"the JPEG has {segments} APP segments; at most {MAX_JPEG_HEADER_SEGMENTS} are read")
+        raise ImageTooLarge(f"the JPEG has more than {MAX_JPEG_HEADER_SEGMENTS} APP segments; no more are read")
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
