@@ -126,7 +126,7 @@ class RequestTooLarge(ServiceError):
 
 
 class ImageTooLarge(ServiceError):
-    """An image over `TIKKA_MAX_IMAGE_PIXELS` (decompression bombs, PNG text or ICC chunks that inflate past PIL's limits), or a JPEG that costs far more to decode than its pixels: over 100 scans or 64 APP segments."""
+    """An image over `TIKKA_MAX_IMAGE_PIXELS` (decompression bombs, PNG text or ICC chunks that inflate past PIL's limits), or a JPEG that costs far more to decode than its pixels: over 100 scans or 256 APP segments."""
 
     status_code = 413
     error = "image_too_large"

@@ -64,10 +64,11 @@ def decode_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None
 # A JPEG's decoding cost grows with its scans and header segments, not its pixels: a
 # 370 KB progressive JPEG with a few thousand scans took 29 s of CPU, and 10 MB of empty
 # APP segments are parsed one by one in Python. A photo has 1 scan (10 when progressive)
-# and a handful of segments. In a JPEG's coded data 0xFF is always followed by 0x00 or a
-# restart marker, so these two byte pairs appear nowhere but as markers.
+# and a handful of segments (a large ICC profile, in 64 KB chunks, some dozens). In a
+# JPEG's coded data 0xFF is always followed by 0x00 or a restart marker, so these two
+# byte pairs appear nowhere but as markers.
 MAX_JPEG_SCANS = 100
-MAX_JPEG_HEADER_SEGMENTS = 64
+MAX_JPEG_HEADER_SEGMENTS = 256
 JPEG_APP_MARKER = re.compile(rb"\xff[\xe0-\xef]")
 
 
