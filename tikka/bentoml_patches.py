@@ -23,8 +23,13 @@ test it names before ``WRITTEN_FOR`` moves.
 3. ``keep_uploads_in_memory``: Starlette, under BentoML's multipart parsing (and the
    upload guard's), spools each uploaded file to a temporary file past 1 MB, and takes
    the size only as a class attribute. Test: ``tests/reliability/test_privacy.py``.
+4. ``authenticate_dependency``: BentoML's client to a dependency served apart takes no
+   token or headers from the caller (only ``BENTO_CLOUD_API_KEY``, for BentoCloud), and
+   pickles its payloads, which the classifier must therefore take from the gateway only
+   (tikka/http/internal.py). The client's default headers get the gateway's token. Test:
+   ``tests/served/test_split.py``.
 
-None is reported upstream yet; 1 and 2 patch BentoML's private modules
+None is reported upstream yet; 1, 2 and 4 patch BentoML's private modules
 (``bentoml._internal``), which is why the version is pinned and checked.
 """
 
@@ -109,3 +114,16 @@ def keep_uploads_in_memory(max_bytes: int) -> None:
     from starlette.formparsers import MultiPartParser
 
     MultiPartParser.spool_max_size = max(MultiPartParser.spool_max_size, max_bytes)
+
+
+def authenticate_dependency(dependency: object, authorization: str) -> None:
+    """Send ``Authorization: <authorization>`` on every call of a dependency served apart.
+
+    ``dependency`` is what ``bentoml.depends`` resolved to: a RemoteProxy across
+    processes (its client session copies ``default_headers``, the same dict, when it is
+    first made), or the service object itself in-process, which needs nothing.
+    """
+    from _bentoml_impl.client.proxy2 import RemoteProxy
+
+    if isinstance(dependency, RemoteProxy):
+        dependency.to_async.default_headers["Authorization"] = authorization

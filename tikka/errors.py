@@ -101,6 +101,13 @@ class Unauthorized(ServiceError):
     header_names = ('WWW-Authenticate',)
 
 
+class NotTheGateway(Unauthorized):
+    """A call to the classifier's own port (split deployments) without the gateway's `TIKKA_INTERNAL_TOKEN`."""
+
+    example = "the classifier answers only the gateway (TIKKA_INTERNAL_TOKEN as Authorization: Bearer)"
+    header_names = ()
+
+
 class RequestTimeout(ServiceError):
     """The body stalls for `TIKKA_BODY_IDLE_TIMEOUT_S` (a Content-Length larger than the body, say)."""
 

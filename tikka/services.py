@@ -22,7 +22,12 @@ from bentoml.exceptions import BentoMLException
 from starlette.responses import StreamingResponse
 
 from tikka import metrics
-from tikka.bentoml_patches import bound_endpoint_labels, cap_batching_wait, keep_uploads_in_memory
+from tikka.bentoml_patches import (
+    authenticate_dependency,
+    bound_endpoint_labels,
+    cap_batching_wait,
+    keep_uploads_in_memory,
+)
 from tikka.errors import (
     ClassifierBusy,
     ClassifierTimeout,
@@ -34,6 +39,7 @@ from tikka.errors import (
 from tikka.http.api import ENTRY_SERVICE, api_app
 from tikka.http.auth import APIKeyAuth
 from tikka.http.errors import CORS, ErrorBoundary, render
+from tikka.http.internal import GatewayOnly, bearer
 from tikka.http.openapi import public_openapi
 from tikka.http.overload import ConcurrencyLimit
 from tikka.http.ratelimit import RateLimit
@@ -143,6 +149,8 @@ class Gateway:
         self.explain_method = checkpoint.explain_method
         self.model_tag = str(self.model_ref.tag)
         self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
+        if settings.internal_token:
+            authenticate_dependency(self.classifier, bearer(settings.internal_token))
         api_app.state.model_tag = self.model_tag
         api_app.state.git_sha = settings.git_sha
         metrics.BUILD_INFO.labels(git_sha=settings.git_sha, model_tag=self.model_tag).set(1)
@@ -269,6 +277,10 @@ async def classifier_errors():
         raise ClassifierUnavailable("the classifier cannot be reached; retry shortly") from None
     except BentoMLException as exc:
         status = exc.error_code.value
+        if status == 401:
+            raise ClassifierUnavailable(
+                "the classifier refused this gateway: set the same TIKKA_INTERNAL_TOKEN on both"
+            ) from None
         if status in (429, 503):
             raise ClassifierBusy(
                 "the classifier is at capacity (adaptive batching latency budget); retry shortly"
@@ -289,6 +301,9 @@ def reject(ctx: bentoml.Context, exc: ServiceError):
     return render(exc)
 
 
+# Served apart, the classifier is an open port that unpickles what it is sent: it
+# answers the gateway only (tikka/http/internal.py).
+Classifier.add_asgi_middleware(GatewayOnly, token=settings.internal_token)
 Gateway.add_asgi_middleware(VersionedRoutes, prefix=API_PREFIX, paths=VERSIONED_PATHS)
 # User middlewares run in this order, outermost first, all inside BentoML's
 # metrics and access log. CORS is added here rather than through BentoML's

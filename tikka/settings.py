@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     # Access control (tikka/http/auth.py): off while empty. JSON lists, several keys for rotation.
     api_keys: list[str] = Field(default_factory=list, description="Keys for the prediction and LLM routes.")
     metrics_keys: list[str] = Field(default_factory=list, description="Keys for /metrics and /dashboard.")
+    internal_token: str = Field(
+        "",
+        description=(
+            "Shared by the gateway and the classifier served apart (docker/k8s): the classifier"
+            " answers TCP callers only with it. Under `bentoml serve` the two talk over a private"
+            " Unix socket and need none."
+        ),
+    )
     request_timeout_s: int = Field(60, ge=1, description="BentoML's request timeout.")
     readiness_timeout_s: int = Field(2, ge=1, description="/readyz gives up on the classifier after this.")
     max_concurrency: int = Field(64, ge=1, description="Requests in flight before the gateway sheds with 429.")

@@ -9,6 +9,8 @@ are read from the Kubernetes manifests, so the test serves what they deploy.
 from __future__ import annotations
 
 import contextlib
+import pathlib
+import pickle
 import time
 
 import httpx
@@ -34,17 +36,87 @@ def start_command(args: list[str]) -> list[str]:
     return ["-m", "bentoml_cli._internal.start", *args, "."]
 
 
-def test_gateway_and_classifier_apart_then_the_classifier_stops(tmp_path, photo):
+class TouchOnUnpickle:
+    """A payload that runs code when unpickled: it creates a file."""
+
+    def __init__(self, path: pathlib.Path):
+        self.path = path
+
+    def __reduce__(self):
+        return pathlib.Path.touch, (self.path,)
+
+
+def secret_env(spec: dict) -> list[str]:
+    """The variables a container takes from the Secret, one by one."""
+    return [e["name"] for e in spec["env"] if "secretKeyRef" in e.get("valueFrom", {})]
+
+
+def test_the_classifier_answers_only_the_gateway(default_model, tmp_path):
+    """Its port unpickles what it is sent, so nobody else's payload may get that far."""
+    from tikka.model.checkpoint import Checkpoint
+
+    spec = Checkpoint.read(default_model.path).input_spec
+    classifier_spec = container("classifier")
+    assert secret_env(classifier_spec) == ["TIKKA_INTERNAL_TOKEN"]
+    token = "a-shared-token-for-this-test"
+    pwned = tmp_path / "pwned"
+    pickled = pickle.dumps(TouchOnUnpickle(pwned))
+    as_json = {"pixels": [[[[0, 0, 0]] * spec.width] * spec.height]}
+    with helpers.served_bento(
+        tmp_path / "classifier", env={"TIKKA_INTERNAL_TOKEN": token},
+        command=start_command(classifier_spec["args"]),
+    ) as url:
+        attempts = {
+            "pickle, no token": {"content": pickled, "headers": {"content-type": "application/vnd.bentoml+pickle"}},
+            "pickle, wrong token": {"content": pickled, "headers": {
+                "content-type": "application/vnd.bentoml+pickle", "authorization": "Bearer guess"}},
+            "json, no token": {"json": as_json},
+            "json, a token prefix": {"json": as_json, "headers": {"authorization": f"Bearer {token[:-1]}"}},
+            "json, an API-key header": {"json": as_json, "headers": {"x-api-key": token}},
+        }
+        for name, request in attempts.items():
+            for route in ("/classify", "/explain"):
+                response = httpx.post(f"{url}{route}", timeout=30, **request)
+                assert response.status_code == 401, (name, route, response.text)
+                assert response.json()["error"] == "unauthorized", (name, route)
+        assert not pwned.exists(), "a pickle from an outsider was unpickled"
+        for path in ("/docs.json", "/schema.json"):
+            assert httpx.get(f"{url}{path}", timeout=10).status_code == 401, path
+        for path in ("/livez", "/readyz", "/metrics"):  # the orchestrator's and Prometheus's
+            assert httpx.get(f"{url}{path}", timeout=10).status_code == 200, path
+
+        # The control: with the token the same port does unpickle (the door is what held above).
+        authorised = httpx.post(f"{url}/classify", content=pickled, timeout=30, headers={
+            "content-type": "application/vnd.bentoml+pickle", "authorization": f"Bearer {token}"})
+        assert pwned.exists(), authorised.text
+        classified = httpx.post(f"{url}/classify", json=as_json, timeout=30,
+                                headers={"authorization": f"Bearer {token}"})
+        assert classified.status_code == 200, classified.text
+        assert len(classified.json()[0]) == len(Checkpoint.read(default_model.path).labels)
+
+
+def test_gateway_and_classifier_apart_then_the_classifier_stops(default_model, tmp_path, photo):
     classifier_spec, gateway_spec = container("classifier"), container("gateway")
     dependency, _, _ = {e["name"]: e["value"] for e in gateway_spec["env"]}["BENTOML_SERVE_DEPENDS"].partition("=")
+    assert {e["secretRef"]["name"] for e in gateway_spec["envFrom"] if "secretRef" in e} == {"tikka-secrets"}
     image = {"image": ("pizza.jpg", photo("pizza.jpg"), "image/jpeg")}
+    token = {"TIKKA_INTERNAL_TOKEN": "the-same-on-both"}
 
     with contextlib.ExitStack() as classifier_process:
-        classifier_url = classifier_process.enter_context(
-            helpers.served_bento(tmp_path / "classifier", command=start_command(classifier_spec["args"])))
+        classifier_url = classifier_process.enter_context(helpers.served_bento(
+            tmp_path / "classifier", env=token, command=start_command(classifier_spec["args"])))
+        with helpers.served_bento(
+            tmp_path / "impostor",
+            env={"BENTOML_SERVE_DEPENDS": f"{dependency}={classifier_url}", "TIKKA_INTERNAL_TOKEN": "another"},
+            command=start_command(gateway_spec["args"]),
+        ) as impostor_url:
+            refused = httpx.post(f"{impostor_url}/predict", files=image, timeout=60)
+            assert refused.status_code == 503, refused.text
+            assert refused.json()["error"] == "classifier_unavailable"
+            assert "TIKKA_INTERNAL_TOKEN" in refused.json()["detail"]
         with helpers.served_bento(
             tmp_path / "gateway",
-            env={"BENTOML_SERVE_DEPENDS": f"{dependency}={classifier_url}"},
+            env={"BENTOML_SERVE_DEPENDS": f"{dependency}={classifier_url}", **token},
             command=start_command(gateway_spec["args"]),
         ) as gateway_url:
             predicted = httpx.post(f"{gateway_url}/predict", files=image, timeout=60)
