@@ -22,6 +22,7 @@ DOCUMENT = ROOT / "docs" / "RELIABILITY.md"
 
 SECTIONS = {
     "hostile_inputs": "Hostile inputs: the generated corpus, three passes",
+    "slow_client_wave": "Slow clients: a slow-POST wave beside normal traffic",
     "fuzz": "Fuzzing the contract",
     "overload": "Overload",
     "sidecar_faults": "Sidecar faults",

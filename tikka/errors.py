@@ -104,16 +104,18 @@ class Unauthorized(ServiceError):
 class NotTheGateway(Unauthorized):
     """A call to the classifier's own port (split deployments) without the gateway's `TIKKA_INTERNAL_TOKEN`."""
 
+    error = "not_the_gateway"
     example = "the classifier answers only the gateway (TIKKA_INTERNAL_TOKEN as Authorization: Bearer)"
     header_names = ()
 
 
 class RequestTimeout(ServiceError):
-    """The body stalls for `TIKKA_BODY_IDLE_TIMEOUT_S` (a Content-Length larger than the body, say)."""
+    """The body stalls for `TIKKA_BODY_IDLE_TIMEOUT_S` (a Content-Length larger than the body, say),
+    or takes over `TIKKA_BODY_TIMEOUT_S` in all (a client trickling bytes)."""
 
     status_code = 408
     error = "request_timeout"
-    example = "the request body stalled for 10 s"
+    example = "no body bytes for 10 s after 5120 bytes; send the whole body"
 
 
 class UploadTooLarge(ServiceError):
@@ -172,7 +174,7 @@ class InvalidPrompt(InvalidRequest):
 
 
 class TooManyRequests(ServiceError):
-    """More than `TIKKA_MAX_CONCURRENCY` requests in flight, or a client past its rate limit (`TIKKA_RATE_LIMIT_PER_S`); probes and `/metrics` are never shed or limited."""
+    """More than `TIKKA_MAX_CONCURRENCY` requests in flight, bodies past `TIKKA_MAX_BUFFERED_BODY_BYTES` being received at once, or a client past its rate limit (`TIKKA_RATE_LIMIT_PER_S`); probes and `/metrics` are never shed or limited."""
 
     status_code = 429
     error = "too_many_requests"

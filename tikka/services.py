@@ -337,11 +337,6 @@ Gateway.add_asgi_middleware(
     by_key=bool(settings.api_keys),
 )
 Gateway.add_asgi_middleware(
-    ConcurrencyLimit,
-    limit=settings.max_concurrency,
-    exempt=PROBES,
-)
-Gateway.add_asgi_middleware(
     UploadGuard,
     paths=UPLOAD_ROUTES,
     field=UPLOAD_FIELD,
@@ -349,4 +344,13 @@ Gateway.add_asgi_middleware(
     json_paths=JSON_ROUTES,
     max_json_bytes=settings.max_json_bytes,
     idle_timeout_s=settings.body_idle_timeout_s,
+    body_timeout_s=settings.body_timeout_s,
+    max_buffered_bytes=settings.max_buffered_body_bytes,
+)
+# Inside the upload guard: a request is admitted once its body has arrived whole, so
+# slow clients hold a connection, never one of the slots that normal requests need.
+Gateway.add_asgi_middleware(
+    ConcurrencyLimit,
+    limit=settings.max_concurrency,
+    exempt=PROBES,
 )

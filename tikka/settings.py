@@ -71,6 +71,18 @@ class Settings(BaseSettings):
     body_idle_timeout_s: float = Field(
         10.0, gt=0, description="Longest pause between body bytes before a 408 (slow uploads still pass)."
     )
+    body_timeout_s: float = Field(
+        30.0, gt=0,
+        description=(
+            "Longest a whole request body may take before a 408: a client trickling a byte"
+            " at a time holds its connection no longer. Behind nginx (the stacks) bodies arrive"
+            " whole, at its speed."
+        ),
+    )
+    max_buffered_body_bytes: int = Field(
+        256 * 1024 * 1024, ge=1,
+        description="Request bodies the gateway holds at once, in bytes; past it, 429 (bodies are read whole before admission).",
+    )
     decode_threads: int = Field(
         default_factory=lambda: 2 * (os.cpu_count() or 1),
         ge=1,

@@ -85,7 +85,8 @@ def test_every_error_code_is_documented_with_its_status_and_example(spec):
                     assert example["value"] == {"error": name, "detail": CODES[name].example}
                     assert CODES[name].status_code == int(status)
                     documented.add(name)
-    assert documented == set(CODES)
+    # not_the_gateway is the classifier's own port's answer (split deployments), never the API's.
+    assert documented == set(CODES) - {"not_the_gateway"}
 
 
 def test_every_error_class_says_when_it_happens_and_gives_an_example():

@@ -78,7 +78,7 @@ def test_the_classifier_answers_only_the_gateway(default_model, tmp_path):
             for route in ("/classify", "/explain"):
                 response = httpx.post(f"{url}{route}", timeout=30, **request)
                 assert response.status_code == 401, (name, route, response.text)
-                assert response.json()["error"] == "unauthorized", (name, route)
+                assert response.json()["error"] == "not_the_gateway", (name, route)
         assert not pwned.exists(), "a pickle from an outsider was unpickled"
         for path in ("/docs.json", "/schema.json"):
             assert httpx.get(f"{url}{path}", timeout=10).status_code == 401, path

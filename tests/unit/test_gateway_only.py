@@ -30,7 +30,7 @@ def test_tcp_callers_need_the_token(token):
     door = GatewayOnly(classify, token=token)
     for headers in ({}, {"authorization": "Bearer wrong"}, {"authorization": "s3cret"}, {"x-api-key": "s3cret"}):
         response = call(door, headers=headers)
-        assert response.status_code == 401 and response.json()["error"] == "unauthorized", headers
+        assert response.status_code == 401 and response.json()["error"] == "not_the_gateway", headers
     right = call(door, headers={"authorization": "Bearer s3cret"})
     assert (right.status_code, right.text) == ((200, "classified") if token else (401, right.text))
 

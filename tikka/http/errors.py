@@ -109,17 +109,19 @@ class ErrorBoundary:
             await render(exc)(scope, receive, send)
 
 
-async def drain(receive: Receive, max_bytes: int, idle_s: float = 1.0) -> None:
-    """Read and drop the rest of a request body; stop at ``max_bytes`` or a pause of ``idle_s``
-    (a stalled client: its 408 should not wait any longer)."""
+async def drain(receive: Receive, max_bytes: int, idle_s: float = 1.0, total_s: float = 3.0) -> None:
+    """Read and drop the rest of a request body; stop at ``max_bytes``, a pause of ``idle_s``
+    (a stalled client: its 408 should not wait any longer) or after ``total_s`` (a trickling
+    one, a byte a second: draining it held each 408 until the client gave up)."""
     size = 0
-    while size <= max_bytes:
-        message = None
-        with anyio.move_on_after(idle_s):
-            message = await receive()
-        if message is None or message["type"] == "http.disconnect" or not message.get("more_body", False):
-            return
-        size += len(message.get("body", b""))
+    with anyio.move_on_after(total_s):
+        while size <= max_bytes:
+            message = None
+            with anyio.move_on_after(idle_s):
+                message = await receive()
+            if message is None or message["type"] == "http.disconnect" or not message.get("more_body", False):
+                return
+            size += len(message.get("body", b""))
 
 
 async def send_rewritten(start: Message, body: bytes, send: Send) -> None:

@@ -49,6 +49,7 @@ from tikka.errors import (
     RequestTooLarge,
     ServiceError,
     TooManyFiles,
+    TooManyRequests,
     UnexpectedField,
     UnsupportedMediaType,
     UploadTooLarge,
@@ -140,6 +141,7 @@ class UploadGuard:
     def __init__(
         self, app: ASGIApp, paths: Iterable[str], field: str, max_bytes: int,
         json_paths: Mapping[str, type[BaseModel]] = {}, max_json_bytes: int = 64 * 1024, idle_timeout_s: float = 10.0,
+        body_timeout_s: float = 30.0, max_buffered_bytes: int = 256 * 1024 * 1024,
     ):
         self.app = app
         self.paths = frozenset(paths)
@@ -148,28 +150,39 @@ class UploadGuard:
         self.json_paths = dict(json_paths)
         self.max_json_bytes = max_json_bytes
         self.idle_timeout_s = idle_timeout_s
+        self.body_timeout_s = body_timeout_s
+        # Bodies are read whole before a request is admitted (services.py), so the number
+        # being read is not bounded by the concurrency limit: their bytes are, here. A
+        # trickling client holds a few bytes of it; a flood of large bodies gets 429s.
+        self.max_buffered_bytes = max_buffered_bytes
+        self.buffered_bytes = 0  # one event loop per worker process: no lock needed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_of(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
+        if path not in self.json_paths and path not in self.paths:
+            await self.app(scope, receive, send)
+            return
+        held = [0]  # this request's share of buffered_bytes, until it is answered
         try:
             if path in self.json_paths:
-                body = await self.check_json_route(scope, receive, self.json_paths[path])
-            elif path in self.paths:
-                body = await self.check_upload_route(scope, receive)
+                body = await self.check_json_route(scope, receive, self.json_paths[path], held)
             else:
-                await self.app(scope, receive, send)
-                return
+                body = await self.check_upload_route(scope, receive, held)
+            await self.app(with_lower_case_media_type(scope), replay(body, then=receive), send)
         except ClientGone:
             return
-        await self.app(with_lower_case_media_type(scope), replay(body, then=receive), send)
+        finally:
+            self.buffered_bytes -= held[0]
 
-    async def check_upload_route(self, scope: Scope, receive: Receive) -> bytes:
+    async def check_upload_route(self, scope: Scope, receive: Receive, held: list[int]) -> bytes:
         self.check_headers(Headers(scope=scope))
-        body = await self.read_body(receive, self.max_bytes, UploadTooLarge)
+        body = await self.read_body(receive, self.max_bytes, UploadTooLarge, held)
         await self.check_form(scope, body, receive)
         return body
 
-    async def check_json_route(self, scope: Scope, receive: Receive, schema: type[BaseModel]) -> bytes:
+    async def check_json_route(
+        self, scope: Scope, receive: Receive, schema: type[BaseModel], held: list[int]
+    ) -> bytes:
         """JSON routes take JSON: BentoML parsed a multipart body sent to one as a form and answered 500."""
         media_type = Headers(scope=scope).get("content-type", "").split(";")[0].strip().lower()
         if media_type.startswith("multipart/") or media_type == "application/x-www-form-urlencoded":
@@ -179,7 +192,7 @@ class UploadGuard:
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > self.max_json_bytes:
             raise RequestTooLarge(self.too_large(int(declared), self.max_json_bytes))
-        body = await self.read_body(receive, self.max_json_bytes, RequestTooLarge)
+        body = await self.read_body(receive, self.max_json_bytes, RequestTooLarge, held)
         try:
             schema.model_validate_json(body or b"{}")
         except ValidationError as exc:
@@ -201,25 +214,40 @@ class UploadGuard:
                 f" (got Content-Type {media_type or 'none'!r})",
             )
 
-    async def read_body(self, receive: Receive, limit: int, too_large: type[ServiceError]) -> bytes:
+    async def read_body(
+        self, receive: Receive, limit: int, too_large: type[ServiceError], held: list[int]
+    ) -> bytes:
+        """The whole body, within both limits: a stalled client (no bytes for ``idle_timeout_s``;
+        a Content-Length larger than the body, say) and a trickling one (a byte every few
+        seconds, each gap under the idle limit: ``body_timeout_s`` for the whole body).
+        Either used to hold the request until BentoML's 60 s timeout, then a bare 504."""
         chunks: list[bytes] = []
         size = 0
+        deadline = anyio.current_time() + self.body_timeout_s
         while True:
+            left = deadline - anyio.current_time()
             try:
-                # A Content-Length larger than the body, or a stalled client, used to
-                # hold the request until BentoML's 60 s timeout, then a bare 504.
-                with anyio.fail_after(self.idle_timeout_s):
+                with anyio.fail_after(min(self.idle_timeout_s, max(left, 0))):
                     message = await receive()
             except TimeoutError:
-                raise RequestTimeout(
-                    f"no body bytes for {self.idle_timeout_s:g} s after {size} bytes; send the whole body",
-                ) from None
+                if left <= self.idle_timeout_s:
+                    detail = f"the body took over {self.body_timeout_s:g} s ({size} bytes by then)"
+                else:
+                    detail = f"no body bytes for {self.idle_timeout_s:g} s after {size} bytes"
+                raise RequestTimeout(f"{detail}; send the whole body") from None
             if message["type"] == "http.disconnect":
                 raise ClientGone
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > limit:
                 raise too_large(self.too_large(size, limit, at_least=True))
+            if self.buffered_bytes + len(chunk) > self.max_buffered_bytes:
+                raise TooManyRequests(
+                    f"the service is receiving {self.buffered_bytes} bytes of bodies at once; retry in 1 s",
+                    {"Retry-After": "1"},
+                )
+            self.buffered_bytes += len(chunk)
+            held[0] += len(chunk)
             chunks.append(chunk)
             if not message.get("more_body", False):
                 return b"".join(chunks)
