@@ -28,23 +28,35 @@ test it names before ``WRITTEN_FOR`` moves.
    pickles its payloads, which the classifier must therefore take from the gateway only
    (tikka/http/internal.py). The client's default headers get the gateway's token. Test:
    ``tests/served/test_split.py``.
+5. ``answer_outer_errors``: two answers are written outside every user middleware, so
+   no middleware can put them in the error shape: BentoML's request timeout (a 504
+   ``{"error": "Not able to process ..."}``, no ``detail``) and uvicorn's answer to
+   malformed HTTP (a text/plain 400). Both now come from the function given. Test:
+   ``tests/reliability/test_hostile.py::test_answers_written_outside_the_middlewares_are_in_the_error_shape``.
 
-None is reported upstream yet; 1, 2 and 4 patch BentoML's private modules
+None is reported upstream yet; 1, 2, 4 and 5 patch BentoML's private modules
 (``bentoml._internal``), which is why the version is pinned and checked.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import bentoml
+import uvicorn
 from bentoml._internal.marshal.dispatcher import Optimizer
 
+if TYPE_CHECKING:
+    from starlette.responses import Response
+
 WRITTEN_FOR = "1.4.40"
-if bentoml.__version__ != WRITTEN_FOR:
+UVICORN_WRITTEN_FOR = "0.54.0"  # workaround 5
+if bentoml.__version__ != WRITTEN_FOR or uvicorn.__version__ != UVICORN_WRITTEN_FOR:
     raise RuntimeError(
-        f"tikka/bentoml_patches.py patches BentoML {WRITTEN_FOR} internals, and BentoML is"
-        f" {bentoml.__version__}: check each workaround against it (their tests are named in"
+        f"tikka/bentoml_patches.py patches BentoML {WRITTEN_FOR} and uvicorn {UVICORN_WRITTEN_FOR}"
+        f" internals, and they are {bentoml.__version__} and {uvicorn.__version__}: check each workaround against it (their tests are named in"
         " the module) before changing WRITTEN_FOR"
     )
 
@@ -127,3 +139,30 @@ def authenticate_dependency(dependency: object, authorization: str) -> None:
 
     if isinstance(dependency, RemoteProxy):
         dependency.to_async.default_headers["Authorization"] = authorization
+
+
+def answer_outer_errors(error_response: Callable[[int, str], Response]) -> None:
+    """BentoML's timeout and uvicorn's malformed-request answer, rendered by ``error_response``."""
+    import h11
+    from bentoml._internal.server.http import traffic
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    def bentoml_response(content: dict, status_code: int) -> Response:
+        # BentoML's traffic module builds only its timeout (504) and max-concurrency (429,
+        # unused here) answers, as JSONResponse({"error": message}, status_code).
+        return error_response(status_code, str(content.get("error", "")))
+
+    traffic.JSONResponse = bentoml_response
+
+    def send_400_response(self: H11Protocol, msg: str) -> None:
+        response = error_response(400, msg)
+        event = h11.Response(status_code=400, reason=b"Bad Request", headers=[
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(response.body)).encode()),
+            (b"connection", b"close"),
+        ])
+        for part in (event, h11.Data(data=response.body), h11.EndOfMessage()):
+            self.transport.write(self.conn.send(part))
+        self.transport.close()
+
+    H11Protocol.send_400_response = send_400_response

@@ -253,6 +253,14 @@ class ClassifierTimeout(ServiceError):
     example = "the classifier did not answer within 60 s"
 
 
+class ServiceTimeout(ServiceError):
+    """No answer began within `TIKKA_REQUEST_TIMEOUT_S` (BentoML's own request timeout, on any route)."""
+
+    status_code = 504
+    error = "service_timeout"
+    example = "Not able to process the request in 60 seconds"
+
+
 class LLMTimeout(ServiceError):
     """The LLM sent nothing for `TIKKA_LLM_READ_TIMEOUT_S`."""
 

@@ -23,6 +23,7 @@ from starlette.responses import StreamingResponse
 
 from tikka import metrics
 from tikka.bentoml_patches import (
+    answer_outer_errors,
     authenticate_dependency,
     bound_endpoint_labels,
     cap_batching_wait,
@@ -38,7 +39,7 @@ from tikka.errors import (
 )
 from tikka.http.api import ENTRY_SERVICE, api_app
 from tikka.http.auth import APIKeyAuth
-from tikka.http.errors import CORS, ErrorBoundary, render
+from tikka.http.errors import CORS, ErrorBoundary, outer_error, render
 from tikka.http.internal import GatewayOnly, bearer
 from tikka.http.openapi import public_openapi
 from tikka.http.overload import ConcurrencyLimit
@@ -64,6 +65,7 @@ settings = get_settings()
 BENTOML_ROUTES = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json")
 cap_batching_wait(settings.max_batch_wait_ms)
 keep_uploads_in_memory(settings.max_upload_bytes)
+answer_outer_errors(outer_error)
 UPLOAD_FIELD = "image"
 JSON_ROUTES = dict(zip(LLM_ROUTES, (GenerateRequest, DishRequest), strict=True))
 

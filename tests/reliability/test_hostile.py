@@ -6,6 +6,7 @@ no worker's memory may grow from the first pass to the third.
 from __future__ import annotations
 
 import io
+import json
 import os
 import select
 import socket
@@ -311,3 +312,31 @@ def test_a_slow_post_wave_is_cut_off_and_normal_clients_keep_being_served(hostil
         "normal_median_ms": round(1000 * statistics.median(t for _, t in during)),
         "idle_median_ms": round(1000 * statistics.median(idle)),
     }])
+
+
+def raw_exchange(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """One request on a raw socket, read until the server closes (it does after both answers)."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+    return int(lines[0].split(" ")[1]), headers, body
+
+
+def test_answers_written_outside_the_middlewares_are_in_the_error_shape(hostile_bento):
+    """uvicorn's answer to malformed HTTP and a WebSocket upgrade (the API has no WebSocket
+    routes) were a text/plain 400 and an empty 403; BentoML's timeout: tests/unit."""
+    malformed = raw_exchange(hostile_bento, b"NOT HTTP AT ALL\r\n\r\n")
+    upgrade = raw_exchange(hostile_bento, (
+        b"GET /predict HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+    for (status, headers, body), expected in ((malformed, (400, "bad_request")), (upgrade, (404, "http_404"))):
+        assert headers["content-type"].startswith("application/json"), (expected, headers, body)
+        answer = json.loads(body)
+        assert (status, answer["error"]) == expected and answer["detail"], (status, answer)
+    assert httpx.get(f"{hostile_bento}/readyz").status_code == 200

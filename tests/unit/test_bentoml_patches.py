@@ -26,3 +26,26 @@ def test_another_bentoml_version_fails_loudly_at_import():
     result = import_with_version("1.5.0")
     assert result.returncode != 0
     assert "RuntimeError" in result.stderr and "1.5.0" in result.stderr and bentoml_patches.WRITTEN_FOR in result.stderr
+
+
+def test_bentomls_request_timeout_answers_in_the_error_shape():
+    """BentoML's own TimeoutMiddleware, around an app that never answers, once services.py
+    has applied workaround 5 (importing it applies them all)."""
+    import asyncio
+
+    import httpx
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    import tikka.services  # noqa: F401
+
+    async def never_answers(scope, receive, send):
+        await asyncio.sleep(30)
+
+    async def call():
+        transport = httpx.ASGITransport(app=TimeoutMiddleware(never_answers, timeout=0.2))
+        async with httpx.AsyncClient(transport=transport, base_url="http://gw") as client:
+            return await client.get("/predict")
+
+    response = asyncio.run(call())
+    assert response.status_code == 504
+    assert response.json() == {"error": "service_timeout", "detail": "Not able to process the request in 0.2 seconds"}

@@ -20,13 +20,23 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tikka.errors import BadRequest, HTTPError, InvalidRequest, ServiceError
+from tikka.errors import BadRequest, HTTPError, InvalidRequest, ServiceError, ServiceTimeout
 from tikka.http.schemas import ErrorResponse
 
 
 def render(error: ServiceError) -> JSONResponse:
     body = ErrorResponse(error=error.error, detail=error.detail).model_dump()
     return JSONResponse(body, status_code=error.status_code, headers=error.headers or None)
+
+
+def outer_error(status: int, message: str) -> JSONResponse:
+    """What BentoML's timeout and uvicorn's HTTP parser answer outside every middleware
+    (tikka/bentoml_patches.py routes them here), in the error shape."""
+    if status == 504:
+        return render(ServiceTimeout(message))
+    if status == 400:
+        return render(BadRequest(message))
+    return render(HTTPError(status, message))
 
 
 def validation_message(item: object) -> str:
@@ -75,6 +85,9 @@ class ErrorBoundary:
         self.max_drain_bytes = max_drain_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await refuse_websocket(scope, receive, send)
+            return
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -107,6 +120,19 @@ class ErrorBoundary:
             if not body_done:
                 await drain(tracked_receive, self.max_drain_bytes)
             await render(exc)(scope, receive, send)
+
+
+async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
+    """The API has no WebSocket routes; the upgrade was a 403 with an empty body. An HTTP
+    answer in the error shape instead, where the server offers the ASGI extension for it."""
+    await receive()  # websocket.connect
+    if "websocket.http.response" not in scope.get("extensions", {}):
+        await send({"type": "websocket.close", "code": 1008})
+        return
+    response = render(HTTPError(404, "no WebSocket endpoint here: the API is plain HTTP"))
+    await send({"type": "websocket.http.response.start", "status": response.status_code,
+                "headers": response.raw_headers})
+    await send({"type": "websocket.http.response.body", "body": response.body})
 
 
 async def drain(receive: Receive, max_bytes: int, idle_s: float = 1.0, total_s: float = 3.0) -> None:
