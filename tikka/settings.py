@@ -6,8 +6,11 @@ Environment variables use the ``TIKKA_`` prefix (``TIKKA_MODEL_TAG``,
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import AliasChoices, Field
@@ -16,6 +19,52 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 DEFAULT_MODEL_NAME = "food-classifier"
 # Settings that `bentoml build --arg NAME=...` bakes into a Bento (docker/delivery/build-bento.sh).
 BUILD_ARGUMENTS = ("model_tag", "git_sha")
+
+
+def cgroup_cpu_quota(cgroup_root: Path = Path("/sys/fs/cgroup"), own: Path = Path("/proc/self/cgroup")) -> float | None:
+    """CPUs' worth of time this process's cgroup (or an ancestor) allows: cgroup v2's
+    ``cpu.max`` of ``200000 100000``, or v1's ``cpu.cfs_quota_us`` over its period, is 2.0.
+    None without a limit.
+
+    By hand: neither the standard library (``os.process_cpu_count`` reads the affinity
+    only) nor psutil reads the quota, and under Kubernetes or ``podman run --cpus`` the
+    quota is the limit while every core of the node stays in the affinity.
+    """
+    try:
+        lines = own.read_text().splitlines()
+    except OSError:
+        lines = []
+    places = []  # (the hierarchy's root, this process's folder in it, v2?)
+    for line in lines:
+        _, controllers, relative = line.split(":", 2)
+        if controllers == "":
+            places.append((cgroup_root, relative, True))
+        elif "cpu" in controllers.split(","):
+            places += [(cgroup_root / name, relative, False) for name in (controllers, "cpu")]
+    quotas = []
+    for root, relative, v2 in places:
+        folder = root / relative.strip().lstrip("/")
+        while True:
+            with contextlib.suppress(OSError, ValueError):
+                if v2:
+                    quota, period = (folder / "cpu.max").read_text().split()[:2]
+                else:
+                    quota, period = ((folder / f"cpu.cfs_{name}_us").read_text() for name in ("quota", "period"))
+                if quota.strip() not in ("max", "-1"):
+                    quotas.append(int(quota) / int(period))
+            if folder == root or root not in folder.parents:
+                break
+            folder = folder.parent
+    return min(quotas) if quotas else None
+
+
+def available_cpus() -> int:
+    """The CPUs this process may keep busy: its affinity, capped by the cgroup's quota
+    (rounded up: 1500m is 2). os.cpu_count() is the node's, so a pod limited to 2 CPUs on
+    a 32-core node ran 32 inference and 64 decode threads."""
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    quota = cgroup_cpu_quota()
+    return max(1, min(cpus, math.ceil(quota))) if quota else cpus
 
 
 class Settings(BaseSettings):
@@ -40,8 +89,9 @@ class Settings(BaseSettings):
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(
         "auto", description="auto picks CUDA (then MPS for torch), then CPU."
     )
-    inference_threads: int | None = Field(
-        None, ge=1, description="Threads the runtime uses per call; default: every core."
+    inference_threads: int = Field(
+        default_factory=available_cpus, ge=1,
+        description="Threads the runtime uses per call; default: the CPUs of the process's cgroup quota, else its cores.",
     )
     top_k: int = Field(5, ge=1, le=100, description="Dishes in a /predict answer.")
 
@@ -84,7 +134,7 @@ class Settings(BaseSettings):
         description="Request bodies the gateway holds at once, in bytes; past it, 429 (bodies are read whole before admission).",
     )
     decode_threads: int = Field(
-        default_factory=lambda: 2 * (os.cpu_count() or 1),
+        default_factory=lambda: 2 * available_cpus(),
         ge=1,
         description=(
             "Uploads decoded at once in the gateway. More threads than cores add memory, not"

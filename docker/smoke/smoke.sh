@@ -4,8 +4,9 @@
 #  2. the amd64 images, built as `make images` builds them;
 #  3. the local stack with the offline variant, every health check waited for,
 #     then docker/smoke/checks.py through nginx, the published ports and Prometheus;
-#  4. the Bento image for linux/arm64 under emulation: uname -m, /readyz, the pizza photo;
-#  5. the multi-arch manifest of the Bento image, built locally (never pushed here).
+#  4. the Bento image under `podman run --cpus=1`: its threads follow the quota (cpu_quota.py);
+#  5. the Bento image for linux/arm64 under emulation: uname -m, /readyz, the pizza photo;
+#  6. the multi-arch manifest of the Bento image, built locally (never pushed here).
 # Durations and image sizes go to build/smoke/report.md.
 # Machines without registry access (this project's sandbox) get stand-in base images
 # from Debian (docker/sandbox/) and the host's CA bundle for RUN steps only.
@@ -121,6 +122,9 @@ podman stats --no-stream --format '{{.Name}} {{.MemUsage}}' | tee "$REPORT_DIR/m
 cleanup
 trap - EXIT
 
+step "Bento image under a CPU quota (podman run --cpus=1): threads from the quota"
+"$BIN/python" docker/smoke/cpu_quota.py "localhost/tikka-backend:$TIKKA_IMAGE_TAG" --cpus 1 | tee "$REPORT_DIR/cpu-quota.md"
+
 if [ "$ARM64" = 1 ]; then
   step "base images (arm64, emulated)"
   docker/sandbox/base-images.sh arm64
@@ -160,5 +164,6 @@ step "done"
   podman images --format '| {{.Repository}}:{{.Tag}} | {{.Size}} |' | grep -E 'localhost/tikka-(backend|frontend|llm-sidecar):'"$sha"
   echo
   echo "Container memory after the checks (podman stats):"; echo '```'; cat "$REPORT_DIR/memory.txt"; echo '```'
+  echo; cat "$REPORT_DIR/cpu-quota.md"
 } > "$report"
 cat "$report"

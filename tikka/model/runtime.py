@@ -11,7 +11,6 @@ export, and is imported only then.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from pathlib import Path
 
@@ -20,8 +19,10 @@ import numpy as np
 from tikka.model.checkpoint import ONNX_FILE, Checkpoint
 from tikka.model.explain import Explanation, attention_shape
 from tikka.model.imaging import InputSpec
+from tikka.settings import available_cpus
 
 logger = logging.getLogger(__name__)
+
 
 def softmax(logits: np.ndarray) -> np.ndarray:
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -100,12 +101,13 @@ class GraphClassifier(_Classifier):
         self.device_preference, self.threads = device, threads
         self._torch: TorchClassifier | None = None
         self._torch_lock = threading.Lock()
-        threads = threads or os.cpu_count() or 1
+        threads = threads or available_cpus()
         if runtime == "openvino":
             self._run, self.outputs, self.device = _openvino(model_path / ONNX_FILE, device, threads)
         else:
             self._run, self.outputs, self.device = _onnxruntime(model_path / ONNX_FILE, device, threads)
-        logger.info("loaded %s (%d classes) on %s, %s", model_path.name, len(self.labels), runtime, self.device)
+        logger.info("loaded %s (%d classes) on %s, %s, %d inference threads",
+                    model_path.name, len(self.labels), runtime, self.device, threads)
 
     def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, num_classes) softmax probabilities."""

@@ -44,10 +44,15 @@ def errors_page() -> str:
     ])
 
 
-def default_of(field) -> str:
+# Defaults that depend on the machine, as the page says them.
+MACHINE_DEFAULTS = {"inference_threads": "CPUs", "decode_threads": "2 x CPUs"}
+
+
+def default_of(name: str, field) -> str:
+    if name in MACHINE_DEFAULTS:
+        return MACHINE_DEFAULTS[name]
     if field.default_factory is not None:
-        value = field.default_factory()
-        return "2 x cores" if isinstance(value, int) else f"`{json.dumps(value)}`"
+        return f"`{json.dumps(field.default_factory())}`"
     if field.default is PydanticUndefined or field.default is None:
         return "-"
     return f"`{json.dumps(field.default) if not isinstance(field.default, str) else field.default}`"
@@ -59,7 +64,7 @@ def configuration_page() -> str:
         variables = [f"`TIKKA_{name.upper()}`"]
         if field.validation_alias is not None:
             variables = [f"`{alias}`" for alias in field.validation_alias.choices]
-        rows.append(f"| {' or '.join(variables)} | {default_of(field)} | {field.description} |")
+        rows.append(f"| {' or '.join(variables)} | {default_of(name, field)} | {field.description} |")
     return "\n".join([
         GENERATED,
         "# Configuration",
