@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import time
 
 import aiohttp
@@ -60,7 +61,13 @@ from tikka.model.imaging import decode_upload
 from tikka.model.runtime import load_classifier, top_k_labels
 from tikka.settings import get_settings
 
+# BentoML's logging configuration shows its own INFO lines, and only WARNING and up from
+# other packages: the project's INFO lines (the model loaded, its runtime and threads) too.
+logging.getLogger("tikka").setLevel(logging.INFO)
+logger = logging.getLogger(__name__)
 settings = get_settings()
+if settings.require_auth and not settings.api_keys:
+    raise RuntimeError("TIKKA_REQUIRE_AUTH is set and TIKKA_API_KEYS is empty: not starting an open API")
 # BentoML's own routes on the entry service, besides the APIs and the mounted app.
 BENTOML_ROUTES = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json")
 cap_batching_wait(settings.max_batch_wait_ms)
@@ -158,6 +165,9 @@ class Gateway:
         metrics.BUILD_INFO.labels(git_sha=settings.git_sha, model_tag=self.model_tag).set(1)
         metrics.START_TIME.set(time.time())
         metrics.report_resident_memory("Gateway")
+        if not settings.api_keys:
+            logger.warning("access control is off: TIKKA_API_KEYS is empty, so anyone who reaches this port"
+                           " can use the API (fine on a laptop; set keys and TIKKA_REQUIRE_AUTH in production)")
         api_app.state.openapi = public_openapi(Gateway.openapi_spec.asdict())
         bound_endpoint_labels(
             frozenset({api.route for api in Gateway.apis.values()} | {route.path for route in api_app.routes}

@@ -179,6 +179,10 @@ class Settings(BaseSettings):
     # Access control (tikka/http/auth.py): off while empty. JSON lists, several keys for rotation.
     api_keys: list[str] = Field(default_factory=list, description="Keys for the prediction and LLM routes.")
     metrics_keys: list[str] = Field(default_factory=list, description="Keys for /metrics and /dashboard.")
+    require_auth: bool = Field(
+        False,
+        description="Refuse to start without TIKKA_API_KEYS (production: docker/k8s/configmap.yaml sets it).",
+    )
     internal_token: str = Field(
         "",
         description=(

@@ -4,6 +4,9 @@ deployment depends on."""
 
 from __future__ import annotations
 
+import base64
+import os
+import re
 import shutil
 import subprocess
 import sys
@@ -44,20 +47,52 @@ def test_every_manifest_is_valid_as_written():
     assert result.stdout.count(" passed for resource ") == len(manifests())
 
 
+def render(tmp_path: Path, secrets: dict[str, str]) -> list[dict]:
+    """`kubectl kustomize` of a copy of docker/k8s with ``secrets`` as its secrets.env (the
+    file git ignores and each site writes)."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl renders the kustomization: `make test` installs it (apt)"
+    folder = tmp_path / "k8s"
+    shutil.copytree(K8S, folder, ignore=shutil.ignore_patterns("secrets.env"))
+    (folder / "secrets.env").write_text("".join(f"{key}={value}\n" for key, value in secrets.items()))
+    rendered = subprocess.run([kubectl, "kustomize", str(folder)], capture_output=True, text=True, check=True).stdout
+    (tmp_path / "rendered.yaml").write_text(rendered)
+    return documents(rendered)
+
+
+def example_secrets() -> dict[str, str]:
+    lines = (K8S / "secrets.env.example").read_text().splitlines()
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
+
+
 def test_kustomization_lists_every_file_and_renders_valid_manifests(tmp_path):
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(
         p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
     )
-    kubectl = shutil.which("kubectl")
-    assert kubectl, "kubectl renders the kustomization: `make test` installs it (apt)"
-    rendered = subprocess.run([kubectl, "kustomize", str(K8S)], capture_output=True, text=True, check=True).stdout
-    docs = documents(rendered)
-    assert len(docs) == len(manifests())
+    docs = render(tmp_path, example_secrets())
+    assert len(docs) == len(manifests()) + 1, "the manifests and the generated Secret"
     assert all(d["metadata"].get("namespace") == "tikka" for d in docs if d["kind"] != "Namespace")
-    (tmp_path / "rendered.yaml").write_text(rendered)
     result = validate([tmp_path / "rendered.yaml"])
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_keys_come_only_from_the_ignored_secrets_env(tmp_path):
+    """A committed Secret (placeholders) was overwritten the real keys at every `kubectl apply -k`."""
+    assert not [key for key in manifests() if key[0] == "Secret"], "no Secret is committed"
+    ignored = subprocess.run(["git", "check-ignore", "-q", "docker/k8s/secrets.env"], cwd=helpers.ROOT)
+    assert ignored.returncode == 0, "git ignores docker/k8s/secrets.env"
+    assert set(example_secrets().values()) == {"", "[]"}, "the committed example holds no key"
+    site_keys = {name: f"{name.lower()}-{os.urandom(8).hex()}" for name in example_secrets()}
+    docs = render(tmp_path, site_keys)
+    (secret,) = [doc for doc in docs if doc["kind"] == "Secret"]
+    decoded = {key: base64.b64decode(value).decode() for key, value in secret["data"].items()}
+    assert decoded == site_keys, "the Secret is the site's file, nothing else"
+    # Every reference follows the generated (content-hashed) name, so a new key rolls the pods.
+    referenced = re.findall(r"name: (tikka-secrets[\w-]*)", (tmp_path / "rendered.yaml").read_text())
+    assert set(referenced) == {secret["metadata"]["name"]} and secret["metadata"]["name"] != "tikka-secrets"
+    config = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "ConfigMap"}["tikka-config"]
+    assert config["data"]["TIKKA_REQUIRE_AUTH"] == "true"
 
 
 @pytest.mark.parametrize("name", ["tikka-gateway", "tikka-classifier"])
