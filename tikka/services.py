@@ -177,12 +177,13 @@ class Gateway:
 
     async def __is_ready__(self) -> bool:
         """Ready while the classifier answers its own /readyz: the process beside this one
-        under `bentoml serve`, or the classifier's Service when the two are deployed apart.
+        under `bentoml serve`. Deployed apart, readiness is the pod's own
+        (TIKKA_READINESS_CHECKS_CLASSIFIER=false in docker/k8s/gateway.yaml).
         BentoML's own dependency probe raised on a refused connection (a 500 from
         /readyz), so it is off in configuration.yaml and done here."""
         probe = getattr(self.classifier, "is_ready", None)
-        if probe is None:  # in-process (Gateway.to_asgi()): the classifier is a plain object
-            return True
+        if probe is None or not settings.readiness_checks_classifier:
+            return True  # in-process (Gateway.to_asgi()) the classifier is a plain object
         try:
             return await probe(timeout=settings.readiness_timeout_s)
         except Exception:  # refused, reset, unresolvable: not ready, whatever the cause

@@ -193,6 +193,14 @@ class Settings(BaseSettings):
     )
     request_timeout_s: int = Field(60, ge=1, description="BentoML's request timeout.")
     readiness_timeout_s: int = Field(2, ge=1, description="/readyz gives up on the classifier after this.")
+    readiness_checks_classifier: bool = Field(
+        True,
+        description=(
+            "/readyz answers 503 while the classifier does not. Deployed apart (docker/k8s) it is"
+            " off: one classifier outage took every gateway out of its Service, and clients got the"
+            " ingress's HTML 503 instead of the gateway's JSON classifier_unavailable."
+        ),
+    )
     max_concurrency: int = Field(64, ge=1, description="Requests in flight before the gateway sheds with 429.")
     # Per-client rate limit (tikka/http/ratelimit.py): off at 0. The client is the API key when
     # keys are configured, else the address; uvicorn takes the address from X-Forwarded-For
