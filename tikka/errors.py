@@ -135,7 +135,7 @@ class RequestTooLarge(ServiceError):
 
 
 class ImageTooLarge(ServiceError):
-    """An image over `TIKKA_MAX_IMAGE_PIXELS` (decompression bombs, PNG text or ICC chunks that inflate past PIL's limits), or a JPEG that costs far more to decode than its pixels: over 100 scans or 256 APP segments."""
+    """An image over `TIKKA_MAX_IMAGE_PIXELS` (decompression bombs, PNG text or ICC chunks that inflate past PIL's limits), a JPEG that costs far more to decode than its pixels (over 100 scans or 256 APP segments), or an image whose decode would take more memory than `TIKKA_DECODE_MEMORY_BYTES`."""
 
     status_code = 413
     error = "image_too_large"
@@ -174,7 +174,7 @@ class InvalidPrompt(InvalidRequest):
 
 
 class TooManyRequests(ServiceError):
-    """More than `TIKKA_MAX_CONCURRENCY` requests in flight, bodies past `TIKKA_MAX_BUFFERED_BODY_BYTES` being received at once, or a client past its rate limit (`TIKKA_RATE_LIMIT_PER_S`); probes and `/metrics` are never shed or limited."""
+    """More than `TIKKA_MAX_CONCURRENCY` requests in flight, bodies past `TIKKA_MAX_BUFFERED_BODY_BYTES` being received at once, no room in the decode memory budget within `TIKKA_DECODE_MEMORY_WAIT_S`, or a client past its rate limit (`TIKKA_RATE_LIMIT_PER_S`); probes and `/metrics` are never shed or limited."""
 
     status_code = 429
     error = "too_many_requests"

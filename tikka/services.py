@@ -43,7 +43,7 @@ from tikka.http.auth import APIKeyAuth
 from tikka.http.errors import CORS, ErrorBoundary, outer_error, render
 from tikka.http.internal import GatewayOnly, bearer
 from tikka.http.openapi import public_openapi
-from tikka.http.overload import ConcurrencyLimit
+from tikka.http.overload import ConcurrencyLimit, DecodeMemory
 from tikka.http.ratelimit import RateLimit
 from tikka.http.routes import API_PREFIX, LLM_ROUTES, PROBES, UPLOAD_ROUTES, VERSIONED_PATHS, VersionedRoutes
 from tikka.http.schemas import (
@@ -57,7 +57,7 @@ from tikka.http.upload_guard import ImageUpload, UploadGuard
 from tikka.llm.client import GenerateResponse, Task, complete, dish_prompt, get_llm_client, stream_ndjson
 from tikka.model.checkpoint import Checkpoint
 from tikka.model.explain import render_overlay
-from tikka.model.imaging import decode_upload
+from tikka.model.imaging import decoding_bytes, load_rgb, open_upload
 from tikka.model.runtime import load_classifier, top_k_labels
 from tikka.settings import get_settings
 
@@ -158,6 +158,7 @@ class Gateway:
         self.explain_method = checkpoint.explain_method
         self.model_tag = str(self.model_ref.tag)
         self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
+        self.decode_memory = DecodeMemory(settings.decode_memory_bytes, settings.decode_memory_wait_s)
         if settings.internal_token:
             authenticate_dependency(self.classifier, bearer(settings.internal_token))
         api_app.state.model_tag = self.model_tag
@@ -181,22 +182,30 @@ class Gateway:
         (TIKKA_READINESS_CHECKS_CLASSIFIER=false in docker/k8s/gateway.yaml).
         BentoML's own dependency probe raised on a refused connection (a 500 from
         /readyz), so it is off in configuration.yaml and done here."""
+        # In-process (Gateway.to_asgi()) the classifier is a plain object, with no probe.
         probe = getattr(self.classifier, "is_ready", None)
         if probe is None or not settings.readiness_checks_classifier:
-            return True  # in-process (Gateway.to_asgi()) the classifier is a plain object
+            return True
         try:
             return await probe(timeout=settings.readiness_timeout_s)
         except Exception:  # refused, reset, unresolvable: not ready, whatever the cause
             return False
 
     async def _decode(self, image: ImageUpload):
-        """Validate, decode, resize and crop: CPU-bound, so one hop to a worker thread."""
-        return await anyio.to_thread.run_sync(self._decode_bytes, image.data, limiter=self.decode_limiter)
-
-    def _decode_bytes(self, data: bytes):
+        """Validate, decode, resize and crop, in worker threads (CPU-bound): first the header,
+        then the pixels once the decode's memory fits in the budget."""
         draft = self.input_spec.draft_size if settings.jpeg_draft_decode else None
+        opened = await anyio.to_thread.run_sync(
+            lambda: open_upload(image.data, max_pixels=settings.max_image_pixels, draft_size=draft),
+            limiter=self.decode_limiter,
+        )
+        what = f"this {opened.size[0]}x{opened.size[1]} {opened.format} ({opened.mode})"
+        async with self.decode_memory.hold(decoding_bytes(opened), what):
+            return await anyio.to_thread.run_sync(self._decode_pixels, opened, limiter=self.decode_limiter)
+
+    def _decode_pixels(self, opened):
         with metrics.DECODE_SECONDS.time():
-            decoded = decode_upload(data, max_pixels=settings.max_image_pixels, draft_size=draft)
+            decoded = load_rgb(opened)
         return decoded, self.input_spec.preprocess(decoded)
 
     @bentoml.api(route="/predict")

@@ -141,6 +141,17 @@ class Settings(BaseSettings):
             " speed: under 4000 px photos, 4 threads held about 50 MB less than 40, at the same req/s."
         ),
     )
+    decode_memory_bytes: int = Field(
+        512 * 1024 * 1024, ge=16 * 1024 * 1024,
+        description=(
+            "Memory the gateway's image decodes may hold at once, estimated from each header"
+            " (a 6200x6200 WebP takes ~590 MB, a drafted phone JPEG a few). A larger image gets a 413;"
+            " others wait for room."
+        ),
+    )
+    decode_memory_wait_s: float = Field(
+        10.0, ge=0, description="Longest an upload waits for room in that budget before a 429."
+    )
     jpeg_draft_decode: bool = Field(
         True,
         description=(

@@ -31,6 +31,7 @@ MAX_UPLOAD = 2_000_000
 MAX_PIXELS = 4_000_000
 IDLE_TIMEOUT_S = 2
 BODY_TIMEOUT_S = 24  # the slow upload of the corpus takes ~20 s and must pass
+DECODE_MEMORY = 48 * 1024 * 1024  # an RGB WebP under the pixel limit (4 Mpx) takes ~64 MB
 PASSES = 3
 # RSS is noisy by a few MB (allocator arenas, the RSS gauge's thread); growth from the
 # first pass to the third beyond this is a leak. The first pass is the warm-up.
@@ -162,6 +163,10 @@ def corpus(photo: bytes) -> list[Case]:
         Case("animated WebP", "animation", upload(animated("WEBP"), "image/webp"), OK),
         Case("CMYK JPEG", "colour", upload(cmyk_jpeg()), OK),
         Case("16-bit PNG", "colour", upload(helpers.sixteen_bit_png(), "image/png"), OK),
+        Case("WebP of 2000 x 2000 in a few KB (~64 MB to decode, budget 48)", "memory",
+             upload(helpers.encode(Image.new("RGB", (2000, 2000)), "WEBP"), "image/webp"), TOO_LARGE),
+        Case("RGBA PNG of 1900 x 1900 (~72 MB to decode, budget 48)", "memory",
+             upload(helpers.encode(Image.new("RGBA", (1900, 1900)), "PNG"), "image/png"), TOO_LARGE),
         *(Case(f"EXIF orientation {o}", "orientation", upload(helpers.exif_rotated_jpeg(image, o)), OK)
           for o in range(1, 9)),
         Case("filename with path separators", "filename", upload(photo, filename="../../etc/passwd\\x.jpg"), OK),
@@ -192,6 +197,7 @@ def hostile_bento(default_model, tmp_path_factory):
         "TIKKA_MAX_IMAGE_PIXELS": str(MAX_PIXELS),
         "TIKKA_BODY_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
         "TIKKA_BODY_TIMEOUT_S": str(BODY_TIMEOUT_S),
+        "TIKKA_DECODE_MEMORY_BYTES": str(DECODE_MEMORY),
     }
     with helpers.served_bento(tmp_path_factory.mktemp("hostile"), env) as url:
         yield url
@@ -340,3 +346,48 @@ def test_answers_written_outside_the_middlewares_are_in_the_error_shape(hostile_
         answer = json.loads(body)
         assert (status, answer["error"]) == expected and answer["detail"], (status, answer)
     assert httpx.get(f"{hostile_bento}/readyz").status_code == 200
+
+
+def test_a_wave_of_large_images_does_not_starve_photos(hostile_bento, photo):
+    """Large images that each fit the decode memory budget alone (an RGBA PNG of 1400 x 1400,
+    ~39 MB of 48) from 6 clients at once: they wait for each other; photos go beside them."""
+    url = hostile_bento
+    large = {"image": ("large.png", helpers.encode(Image.new("RGBA", (1400, 1400), (9, 9, 9, 9)), "PNG"), "image/png")}
+    pizza = {"image": ("pizza.jpg", photo("pizza.jpg"), "image/jpeg")}
+
+    def timed(files) -> tuple[int, float]:
+        started = time.monotonic()
+        status = httpx.post(f"{url}/predict", files=files, timeout=60).status_code
+        return status, time.monotonic() - started
+
+    idle = [timed(pizza)[1] for _ in range(10)]
+    stop = threading.Event()
+    wave: list[tuple[int, float]] = []
+
+    def send_large() -> None:
+        while not stop.is_set():
+            wave.append(timed(large))
+
+    senders = [threading.Thread(target=send_large) for _ in range(6)]
+    for sender in senders:
+        sender.start()
+    during = [timed(pizza) for _ in range(40)]
+    stop.set()
+    for sender in senders:
+        sender.join()
+    workers = helpers.worker_rss(url)
+
+    assert all(status == 200 for status, _ in during), [s for s, _ in during]
+    assert {status for status, _ in wave} <= {200, 429}, {status for status, _ in wave}
+    assert sum(status == 200 for status, _ in wave) >= len(senders), "the large images were served too"
+    slowdown = statistics.median(t for _, t in during) / statistics.median(idle)
+    assert slowdown <= 3, f"photos took {slowdown:.1f}x their idle time during the wave"
+    records.record("hostile_inputs", [{
+        "case": "6 clients sending 1400 x 1400 RGBA PNGs (~39 MB each to decode; budget 48 MB) beside photos",
+        "kind": "memory wave",
+        "expected": "photos 200 within 3x their idle median",
+        "observed": (f"photos: 40 x 200, median {1000 * statistics.median(t for _, t in during):.0f} ms"
+                     f" against {1000 * statistics.median(idle):.0f} ms idle ({slowdown:.1f}x); large images:"
+                     f" {sum(s == 200 for s, _ in wave)} x 200, {sum(s == 429 for s, _ in wave)} x 429;"
+                     f" worker RSS after: {', '.join(f'{k} {v // 2**20} MB' for k, v in workers.items())}"),
+    }], test="tests/reliability/test_hostile.py::memory_wave")

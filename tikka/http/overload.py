@@ -1,4 +1,5 @@
-"""Load shedding at the gateway: beyond ``max_concurrency`` requests in flight, a 429 at once.
+"""Load shedding at the gateway: beyond ``max_concurrency`` requests in flight, a 429 at once;
+and a memory budget for image decoding (``DecodeMemory``).
 
 Written as a small ASGI middleware rather than BentoML's ``traffic.max_concurrency``
 because BentoML answers its 429 outside every user middleware: the body was
@@ -10,11 +11,13 @@ shed: an orchestrator must see a busy service as alive and ready.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 
+import anyio
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tikka.errors import TooManyRequests
+from tikka.errors import ImageTooLarge, TooManyRequests
 from tikka.http.routes import route_of
 
 RETRY_AFTER_S = 1
@@ -39,3 +42,42 @@ class ConcurrencyLimit:
             await self.app(scope, receive, send)
         finally:
             self.in_flight -= 1
+
+
+class DecodeMemory:
+    """The bytes that image decodes may hold at once, across the requests of this process.
+
+    A decode takes its estimated peak (``tikka.model.imaging.decoding_bytes``, from the
+    header) before it starts and gives it back when it ends. One that would take more
+    than the whole budget is refused (413); one that must wait for others waits at most
+    ``wait_s``, then gets a 429. Not first come, first served: whatever fits goes, so
+    photos keep flowing beside a wave of large images, which wait for each other.
+    Hand-written because anyio's limiters count tokens, not weights.
+    """
+
+    def __init__(self, capacity: int, wait_s: float):
+        self.capacity, self.wait_s = capacity, wait_s
+        self.held = 0  # one event loop per worker process: no lock needed
+        self.released = anyio.Event()
+
+    @contextlib.asynccontextmanager
+    async def hold(self, nbytes: int, what: str):
+        mb = 1024 * 1024
+        if nbytes > self.capacity:
+            raise ImageTooLarge(
+                f"decoding {what} would take about {nbytes // mb} MB; the limit is {self.capacity // mb} MB"
+            )
+        try:
+            with anyio.fail_after(self.wait_s):
+                while self.held + nbytes > self.capacity:
+                    await self.released.wait()
+        except TimeoutError:
+            detail = f"the service is decoding {self.held // mb} MB of images; retry in {RETRY_AFTER_S} s"
+            raise TooManyRequests(detail, {"Retry-After": str(RETRY_AFTER_S)}) from None
+        self.held += nbytes
+        try:
+            yield
+        finally:
+            self.held -= nbytes
+            self.released.set()
+            self.released = anyio.Event()
