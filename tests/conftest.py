@@ -22,7 +22,7 @@ import subprocess  # noqa: E402
 import pytest  # noqa: E402
 
 from tests import records  # noqa: E402
-from tests.helpers import SidecarProcess, served_bento  # noqa: E402
+from tests.helpers import SERVED_STARTS, SidecarProcess, served_bento  # noqa: E402
 
 DATA = ROOT / "tests" / "data"
 
@@ -52,7 +52,9 @@ def client(default_model):
     from starlette.testclient import TestClient
 
     from service import Gateway
+    from tests.helpers import forget_bentoml_metrics
 
+    forget_bentoml_metrics()
     with TestClient(Gateway.to_asgi()) as test_client:
         yield test_client
 
@@ -88,3 +90,9 @@ def llm_bento(sidecar, default_model, tmp_path_factory):
 def pytest_sessionfinish(session, exitstatus):
     """The reliability records that several tests gather together (tests/records.py)."""
     records.write_session_records()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How many Bentos the run served for real: each is a process start of some seconds."""
+    if SERVED_STARTS:
+        terminalreporter.write_line(f"served Bentos started: {len(SERVED_STARTS)}")

@@ -21,6 +21,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parents[1]
 SESSION_STARTED = time.time()
 SERVED: dict[str, subprocess.Popen] = {}  # base URL -> its `bentoml serve` process
+SERVED_STARTS: list[str] = []  # each served_bento's target, for the session summary
 
 
 def free_port() -> int:
@@ -63,6 +64,7 @@ def served_bento(
         )
     url = f"http://127.0.0.1:{port}"
     SERVED[url] = process
+    SERVED_STARTS.append(os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0])
     try:
         wait_ready(url, process, log_path, timeout)
         yield url
@@ -75,6 +77,47 @@ def served_bento(
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
+
+
+@contextlib.contextmanager
+def configured_gateway(**env: str):
+    """The Gateway in-process (``Gateway.to_asgi()``) under these environment variables.
+
+    Service instances and the middlewares (tikka/http/stack.py) read the settings when
+    they are built, so a configuration needs no process of its own. What the class
+    declarations hold (model tag, timeout, batching) stays as imported. One gateway per
+    process is what BentoML serves: the mounted app's state is the last one built's.
+    """
+    from starlette.testclient import TestClient
+
+    from service import Gateway
+    from tikka.settings import get_settings
+
+    saved = {name: os.environ.get(name) for name in env}
+    os.environ.update(env)
+    get_settings.cache_clear()
+    forget_bentoml_metrics()
+    try:
+        with TestClient(Gateway.to_asgi()) as client:
+            yield client
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        get_settings.cache_clear()
+
+
+def forget_bentoml_metrics() -> None:
+    """BentoML registers its request metrics once per app it builds, in the process's
+    default registry, and a second build in one process fails (DuplicateTimeseries). Its
+    metrics live in the multiprocess files, so dropping the registrations loses nothing."""
+    from prometheus_client import REGISTRY
+
+    for collector, names in list(REGISTRY._collector_to_names.items()):
+        if any(name.startswith("bentoml_") for name in names):
+            REGISTRY.unregister(collector)
 
 
 def worker_rss(url: str) -> dict[str, int]:

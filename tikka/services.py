@@ -28,7 +28,6 @@ from tikka.bentoml_patches import (
     authenticate_dependency,
     bound_endpoint_labels,
     cap_batching_wait,
-    keep_uploads_in_memory,
 )
 from tikka.errors import (
     ClassifierBusy,
@@ -39,13 +38,11 @@ from tikka.errors import (
     ServiceError,
 )
 from tikka.http.api import ENTRY_SERVICE, api_app
-from tikka.http.auth import APIKeyAuth
-from tikka.http.errors import CORS, ErrorBoundary, outer_error, render
+from tikka.http.errors import outer_error, render
 from tikka.http.internal import GatewayOnly, bearer
 from tikka.http.openapi import public_openapi
-from tikka.http.overload import ConcurrencyLimit, DecodeMemory
-from tikka.http.ratelimit import RateLimit
-from tikka.http.routes import API_PREFIX, LLM_ROUTES, PROBES, UPLOAD_ROUTES, VERSIONED_PATHS, VersionedRoutes
+from tikka.http.overload import DecodeMemory
+from tikka.http.routes import API_PREFIX, VERSIONED_PATHS
 from tikka.http.schemas import (
     DishRequest,
     ExplanationResponse,
@@ -53,8 +50,9 @@ from tikka.http.schemas import (
     PredictionResponse,
     RawExplanation,
 )
-from tikka.http.upload_guard import ImageUpload, UploadGuard
-from tikka.llm.client import GenerateResponse, Task, complete, dish_prompt, get_llm_client, stream_ndjson
+from tikka.http.stack import HTTPStack
+from tikka.http.upload_guard import ImageUpload
+from tikka.llm.client import GenerateResponse, LLMClient, Task, complete, dish_prompt, stream_ndjson
 from tikka.model.checkpoint import Checkpoint
 from tikka.model.explain import render_overlay
 from tikka.model.imaging import decoding_bytes, load_rgb, open_upload
@@ -65,16 +63,14 @@ from tikka.settings import get_settings
 # other packages: the project's INFO lines (the model loaded, its runtime and threads) too.
 logging.getLogger("tikka").setLevel(logging.INFO)
 logger = logging.getLogger(__name__)
-settings = get_settings()
-if settings.require_auth and not settings.api_keys:
-    raise RuntimeError("TIKKA_REQUIRE_AUTH is set and TIKKA_API_KEYS is empty: not starting an open API")
+# What BentoML reads from the class declarations below (the model, the request timeout,
+# adaptive batching) it needs before any instance exists, so those few settings are read
+# here, at import. Everything else is read when a service instance or an app is built
+# (self.settings, tikka/http/stack.py), so a test can run any configuration in-process.
+declared = get_settings()
 # BentoML's own routes on the entry service, besides the APIs and the mounted app.
 BENTOML_ROUTES = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json")
-cap_batching_wait(settings.max_batch_wait_ms)
-keep_uploads_in_memory(settings.max_upload_bytes)
 answer_outer_errors(outer_error)
-UPLOAD_FIELD = "image"
-JSON_ROUTES = dict(zip(LLM_ROUTES, (GenerateRequest, DishRequest), strict=True))
 
 
 @bentoml.service(
@@ -83,7 +79,7 @@ JSON_ROUTES = dict(zip(LLM_ROUTES, (GenerateRequest, DishRequest), strict=True))
     # Two threads: an explanation must not hold up the batch loop; the runtime
     # itself uses every core inside each call.
     threads=2,
-    traffic={"timeout": settings.request_timeout_s},
+    traffic={"timeout": declared.request_timeout_s},
     # Internal calls only: the gateway's access log already has a line per request.
     logging={"access": {"enabled": False}},
     # BentoML 1.4.40's client to this service replaces its aiohttp session every
@@ -94,10 +90,12 @@ JSON_ROUTES = dict(zip(LLM_ROUTES, (GenerateRequest, DishRequest), strict=True))
     runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
 )
 class Classifier:
-    model_ref = bentoml.models.BentoModel(settings.model_tag)
+    model_ref = bentoml.models.BentoModel(declared.model_tag)
 
     def __init__(self) -> None:
         self.ready = False
+        self.settings = settings = get_settings()
+        cap_batching_wait(settings.max_batch_wait_ms)
         metrics.report_resident_memory("Classifier")
         self.model = load_classifier(
             self.model_ref.path, settings.runtime, settings.device, settings.inference_threads
@@ -110,10 +108,10 @@ class Classifier:
         return self.ready
 
     @bentoml.api(
-        batchable=settings.adaptive_batching,
+        batchable=declared.adaptive_batching,
         batch_dim=0,
-        max_batch_size=settings.max_batch_size,
-        max_latency_ms=settings.max_latency_ms,
+        max_batch_size=declared.max_batch_size,
+        max_latency_ms=declared.max_latency_ms,
     )
     def classify(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 resized and cropped photos -> (N, num_classes) probabilities.
@@ -142,16 +140,20 @@ class Classifier:
 @bentoml.service(
     name=ENTRY_SERVICE,
     # No traffic.max_concurrency: tikka/http/overload.py sheds load, in the service's error shape.
-    traffic={"timeout": settings.request_timeout_s},
+    traffic={"timeout": declared.request_timeout_s},
 )
 @bentoml.asgi_app(api_app, path="/")
 class Gateway:
     # API functions return a JSONResponse for rejected uploads; BentoML sends
     # Response objects as they are, so the annotations name only the success body.
     classifier = bentoml.depends(Classifier)
-    model_ref = bentoml.models.BentoModel(settings.model_tag)
+    model_ref = bentoml.models.BentoModel(declared.model_tag)
 
     def __init__(self) -> None:
+        self.settings = settings = get_settings()
+        if settings.require_auth and not settings.api_keys:
+            raise RuntimeError("TIKKA_REQUIRE_AUTH is set and TIKKA_API_KEYS is empty: not starting an open API")
+        self.llm = LLMClient(settings)
         checkpoint = Checkpoint.read(self.model_ref.path)
         self.input_spec = checkpoint.input_spec
         self.labels = checkpoint.labels
@@ -163,6 +165,7 @@ class Gateway:
             authenticate_dependency(self.classifier, bearer(settings.internal_token))
         api_app.state.model_tag = self.model_tag
         api_app.state.git_sha = settings.git_sha
+        api_app.state.llm = self.llm
         metrics.BUILD_INFO.labels(git_sha=settings.git_sha, model_tag=self.model_tag).set(1)
         metrics.START_TIME.set(time.time())
         metrics.report_resident_memory("Gateway")
@@ -184,19 +187,19 @@ class Gateway:
         /readyz), so it is off in configuration.yaml and done here."""
         # In-process (Gateway.to_asgi()) the classifier is a plain object, with no probe.
         probe = getattr(self.classifier, "is_ready", None)
-        if probe is None or not settings.readiness_checks_classifier:
+        if probe is None or not self.settings.readiness_checks_classifier:
             return True
         try:
-            return await probe(timeout=settings.readiness_timeout_s)
+            return await probe(timeout=self.settings.readiness_timeout_s)
         except Exception:  # refused, reset, unresolvable: not ready, whatever the cause
             return False
 
     async def _decode(self, image: ImageUpload):
         """Validate, decode, resize and crop, in worker threads (CPU-bound): first the header,
         then the pixels once the decode's memory fits in the budget."""
-        draft = self.input_spec.draft_size if settings.jpeg_draft_decode else None
+        draft = self.input_spec.draft_size if self.settings.jpeg_draft_decode else None
         opened = await anyio.to_thread.run_sync(
-            lambda: open_upload(image.data, max_pixels=settings.max_image_pixels, draft_size=draft),
+            lambda: open_upload(image.data, max_pixels=self.settings.max_image_pixels, draft_size=draft),
             limiter=self.decode_limiter,
         )
         what = f"this {opened.size[0]}x{opened.size[1]} {opened.format} ({opened.mode})"
@@ -213,11 +216,11 @@ class Gateway:
         """Classify a food photo: the top-5 dishes with probabilities."""
         try:
             _, pixels = await self._decode(image)
-            async with classifier_errors():
+            async with classifier_errors(self.settings.request_timeout_s):
                 probabilities = await self.classifier.to_async.classify(pixels[None])
         except ServiceError as exc:
             return reject(ctx, exc)
-        predictions = top_k_labels(probabilities[0], self.labels, settings.top_k)
+        predictions = top_k_labels(probabilities[0], self.labels, self.settings.top_k)
         metrics.PREDICTIONS.labels(label=next(iter(predictions))).inc()
         return PredictionResponse(
             predictions=predictions,
@@ -237,7 +240,7 @@ class Gateway:
                     " (ViT, DeiT, SigLIP); /predict still works"
                 )
             decoded, pixels = await self._decode(image)
-            async with classifier_errors():
+            async with classifier_errors(self.settings.request_timeout_s):
                 raw = await self.classifier.to_async.explain(pixels[None])
         except ServiceError as exc:
             return reject(ctx, exc)
@@ -264,7 +267,7 @@ class Gateway:
         """Generate text with the LLM sidecar (Ollama). `stream: true` streams NDJSON."""
         if not prompt.strip():
             return reject(ctx, InvalidPrompt("the prompt is empty"))
-        return await run_generation(ctx, prompt, "", temperature, max_tokens, stream, "generate")
+        return await run_generation(self.llm, ctx, prompt, "", temperature, max_tokens, stream, "generate")
 
     @bentoml.api(route="/llm/dish", input_spec=DishRequest)
     async def llm_dish(
@@ -273,13 +276,12 @@ class Gateway:
     ) -> GenerateResponse:
         """A recipe, nutrition facts or the origin of a dish, from a completion-style template."""
         prompt, answer_start = dish_prompt(dish, task)
-        return await run_generation(ctx, prompt, answer_start, temperature, max_tokens, stream, task)
+        return await run_generation(self.llm, ctx, prompt, answer_start, temperature, max_tokens, stream, task)
 
 
-async def run_generation(ctx, prompt, answer_start, temperature, max_tokens, stream, task):
+async def run_generation(llm, ctx, prompt, answer_start, temperature, max_tokens, stream, task):
     """Async all the way to the sidecar: an LLM that is slow or down never holds a
     worker thread, so /predict keeps its speed."""
-    llm = get_llm_client()
     try:
         if not stream:
             return await complete(llm, prompt, answer_start, temperature, max_tokens, task)
@@ -290,7 +292,7 @@ async def run_generation(ctx, prompt, answer_start, temperature, max_tokens, str
 
 
 @contextlib.asynccontextmanager
-async def classifier_errors():
+async def classifier_errors(timeout_s: int):
     """Name the classifier's overload and timeout answers instead of a generic 5xx."""
     try:
         yield
@@ -309,7 +311,7 @@ async def classifier_errors():
             ) from None
         if status in (408, 504):
             raise ClassifierTimeout(
-                f"the classifier did not answer within {settings.request_timeout_s} s"
+                f"the classifier did not answer within {timeout_s} s"
             ) from None
         raise
 
@@ -325,54 +327,5 @@ def reject(ctx: bentoml.Context, exc: ServiceError):
 
 # Served apart, the classifier is an open port that unpickles what it is sent: it
 # answers the gateway only (tikka/http/internal.py).
-Classifier.add_asgi_middleware(GatewayOnly, token=settings.internal_token)
-Gateway.add_asgi_middleware(VersionedRoutes, prefix=API_PREFIX, paths=VERSIONED_PATHS)
-# User middlewares run in this order, outermost first, all inside BentoML's
-# metrics and access log. CORS is added here rather than through BentoML's
-# http.cors setting because BentoML installs its CORS middleware inside user
-# middlewares: the upload guard's 4xx answers would then lack CORS headers and
-# browsers would hide them from the page.
-Gateway.add_asgi_middleware(
-    CORS,
-    allow_origins=settings.cors_origins,
-    allow_methods=["GET", "POST", "OPTIONS"],
-    allow_headers=["*"],
-    max_age=600,
-)
-# Renders what the middlewares below raise, and rewrites framework error bodies.
-# A client still sending an oversized body gets its 413 (not a reset) up to 4x the limit.
-Gateway.add_asgi_middleware(ErrorBoundary, max_drain_bytes=4 * settings.max_upload_bytes)
-Gateway.add_asgi_middleware(
-    APIKeyAuth,
-    api_paths=(*UPLOAD_ROUTES, *JSON_ROUTES),
-    api_keys=settings.api_keys,
-    metrics_paths=("/metrics", "/dashboard"),
-    metrics_keys=settings.metrics_keys,
-    failure_burst=settings.auth_failure_burst,
-    failures_per_min=settings.auth_failures_per_min,
-)
-Gateway.add_asgi_middleware(
-    RateLimit,
-    paths=(*UPLOAD_ROUTES, *JSON_ROUTES),
-    rate_per_s=settings.rate_limit_per_s,
-    burst=settings.rate_limit_burst,
-    by_key=bool(settings.api_keys),
-)
-Gateway.add_asgi_middleware(
-    UploadGuard,
-    paths=UPLOAD_ROUTES,
-    field=UPLOAD_FIELD,
-    max_bytes=settings.max_upload_bytes,
-    json_paths=JSON_ROUTES,
-    max_json_bytes=settings.max_json_bytes,
-    idle_timeout_s=settings.body_idle_timeout_s,
-    body_timeout_s=settings.body_timeout_s,
-    max_buffered_bytes=settings.max_buffered_body_bytes,
-)
-# Inside the upload guard: a request is admitted once its body has arrived whole, so
-# slow clients hold a connection, never one of the slots that normal requests need.
-Gateway.add_asgi_middleware(
-    ConcurrencyLimit,
-    limit=settings.max_concurrency,
-    exempt=PROBES,
-)
+Classifier.add_asgi_middleware(GatewayOnly)
+Gateway.add_asgi_middleware(HTTPStack)

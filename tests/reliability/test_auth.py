@@ -1,4 +1,5 @@
-"""Access control, against a really served Bento with two API keys (a rotation) and a metrics key."""
+"""Access control, with two API keys (a rotation) and a metrics key: the Gateway in-process,
+configured for it (tests/helpers.py, configured_gateway); no process of its own."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from frontend.backend import Backend, BackendError
 from tests import helpers, records
 from tikka.http.auth import key_matches, presented_key
 
-pytestmark = [pytest.mark.slow, pytest.mark.served]
+pytestmark = pytest.mark.slow
 
 ORIGIN = "http://localhost:8501"
 # What each test tried and saw, for docs/RELIABILITY.md (written when the session ends).
@@ -28,14 +29,14 @@ def seen(case: str, tried: int, expected: str, observed) -> None:
 
 
 @pytest.fixture(scope="module")
-def secured(default_model, tmp_path_factory):
+def secured(default_model):
     env = {"TIKKA_API_KEYS": json.dumps(["old-key", "new-key"]), "TIKKA_METRICS_KEYS": json.dumps(["prom-key"])}
-    with helpers.served_bento(tmp_path_factory.mktemp("secured"), env) as url:
-        yield url
+    with helpers.configured_gateway(**env) as client:
+        yield client
 
 
-def upload(url: str, photo: bytes, route: str = "/predict", **headers) -> httpx.Response:
-    return httpx.post(f"{url}{route}", files={"image": ("p.jpg", photo, "image/jpeg")}, headers=headers, timeout=60)
+def upload(client, photo: bytes, route: str = "/predict", **headers) -> httpx.Response:
+    return client.post(route, files={"image": ("p.jpg", photo, "image/jpeg")}, headers=headers)
 
 
 def basic(password: str) -> str:
@@ -62,7 +63,7 @@ def test_prediction_and_llm_routes_need_one_of_the_keys(secured, photo):
         assert response.json()["error"] == "unauthorized" and "API key" in response.json()["detail"]
         assert response.headers["www-authenticate"].startswith("Bearer")
         refused.append(response.status_code)
-    llm = httpx.post(f"{secured}/llm/generate", json={"prompt": "hi"}, timeout=30)
+    llm = secured.post("/llm/generate", json={"prompt": "hi"})
     assert llm.status_code == 401
     # Both keys of a rotation work, in either header.
     accepted = [upload(secured, data, Authorization="Bearer old-key").status_code,
@@ -74,10 +75,10 @@ def test_prediction_and_llm_routes_need_one_of_the_keys(secured, photo):
 
 
 def test_probes_and_preflights_need_no_key_and_errors_keep_cors(secured, photo):
-    probes = [httpx.get(f"{secured}{path}", timeout=10).status_code
+    probes = [secured.get(path).status_code
               for path in ("/livez", "/readyz", "/health", "/llm/health")]
     assert probes == [200] * 4
-    preflight = httpx.options(f"{secured}/predict", headers={
+    preflight = secured.options("/predict", headers={
         "Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"})
     assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == ORIGIN
     refused = upload(secured, photo("pizza.jpg"), Origin=ORIGIN)
@@ -90,10 +91,10 @@ def test_probes_and_preflights_need_no_key_and_errors_keep_cors(secured, photo):
 
 def test_cors_refuses_other_origins_with_a_json_400_and_no_cors_headers(secured):
     evil = "https://evil.example"
-    preflight = httpx.options(f"{secured}/predict", headers={"Origin": evil, "Access-Control-Request-Method": "POST"})
+    preflight = secured.options("/predict", headers={"Origin": evil, "Access-Control-Request-Method": "POST"})
     assert preflight.status_code == 400 and "access-control-allow-origin" not in preflight.headers
     assert preflight.json()["error"] == "bad_request" and "origin" in preflight.json()["detail"].lower()
-    refused = httpx.post(f"{secured}/predict", json={}, headers={"Origin": evil, "X-API-Key": "old-key"})
+    refused = secured.post("/predict", json={}, headers={"Origin": evil, "X-API-Key": "old-key"})
     assert refused.status_code == 415 and "access-control-allow-origin" not in refused.headers
     seen("CORS preflight from another origin", 1, "400 JSON, no CORS headers", preflight.status_code)
     seen("an error answer to another origin", 1, "no CORS headers", "none")
@@ -125,9 +126,9 @@ def test_a_url_in_the_file_field_is_never_fetched(secured, where):
     }[where]
     key = {"X-API-Key": "old-key"}
     try:
-        as_text = httpx.post(f"{secured}/predict", files={"image": (None, target)}, headers=key, timeout=30)
-        as_json = httpx.post(f"{secured}/predict", json={"image": target}, headers=key, timeout=30)
-        as_name = httpx.post(f"{secured}/predict", files={"image": (target, b"", "image/jpeg")}, headers=key,
+        as_text = secured.post("/predict", files={"image": (None, target)}, headers=key)
+        as_json = secured.post("/predict", json={"image": target}, headers=key)
+        as_name = secured.post("/predict", files={"image": (target, b"", "image/jpeg")}, headers=key,
                              timeout=30)
     finally:
         server.shutdown()
@@ -143,20 +144,44 @@ def test_a_url_in_the_file_field_is_never_fetched(secured, where):
 def test_metrics_and_dashboard_have_their_own_key(secured):
     statuses = []
     for path in ("/metrics", "/dashboard"):
-        bare = httpx.get(f"{secured}{path}")
-        refused = httpx.get(f"{secured}{path}", headers={"Authorization": "Bearer old-key"})
+        bare = secured.get(path)
+        refused = secured.get(path, headers={"Authorization": "Bearer old-key"})
         assert refused.headers["www-authenticate"].startswith("Basic")
-        bearer = httpx.get(f"{secured}{path}", headers={"Authorization": "Bearer prom-key"})
-        basic_auth = httpx.get(f"{secured}{path}", headers={"Authorization": basic("prom-key")})
+        bearer = secured.get(path, headers={"Authorization": "Bearer prom-key"})
+        basic_auth = secured.get(path, headers={"Authorization": basic("prom-key")})
         statuses += [r.status_code for r in (bare, refused, bearer, basic_auth)]
     assert statuses == [401, 401, 200, 200] * 2
     seen("/metrics and /dashboard: no key, an API key, the metrics key as Bearer and as Basic", 8,
          "401, 401, 200, 200 each", statuses)
 
 
-def test_the_front_end_sends_its_key(secured, photo):
-    data = photo("pizza.jpg")
-    assert next(iter(Backend(secured, api_key="new-key").predict("p.jpg", data)["predictions"])) == "pizza"
-    with pytest.raises(BackendError):
-        Backend(secured).predict("p.jpg", data)
+def test_the_front_end_sends_its_key(photo):
+    """The Streamlit app's client against a recorder standing in for the gateway: the key it
+    sends is what the tests above show the gateway accepts."""
+    seen_keys: list[str | None] = []
 
+    class Recorder(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's naming
+            seen_keys.append(self.headers.get("X-API-Key"))
+            self.rfile.read(int(self.headers["Content-Length"]))
+            body = json.dumps({"predictions": {"pizza": 1.0}, "filename": "p.jpg", "model": "m"}).encode()
+            self.send_response(200 if seen_keys[-1] == "new-key" else 401)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), Recorder)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}"
+    try:
+        data = photo("pizza.jpg")
+        assert next(iter(Backend(url, api_key="new-key").predict("p.jpg", data)["predictions"])) == "pizza"
+        with pytest.raises(BackendError):
+            Backend(url).predict("p.jpg", data)
+    finally:
+        server.shutdown()
+    assert seen_keys == ["new-key", None]

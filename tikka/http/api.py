@@ -12,7 +12,7 @@ from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, JSONResponse
 
 from tikka.http.schemas import HealthResponse
-from tikka.llm.client import LLMHealth, get_llm_client
+from tikka.llm.client import LLMHealth
 
 SERVICE_NAME = "TikkaMasalAI"
 ENTRY_SERVICE = "tikka"  # the Gateway's BentoML service name, as /metrics labels it
@@ -90,9 +90,9 @@ async def health() -> HealthResponse:
 
 
 @api_app.get("/llm/health", summary="LLM sidecar status", response_model=LLMHealth)
-async def llm_health() -> LLMHealth:
+async def llm_health(request: Request) -> LLMHealth:
     """Always 200 within ~2 s: the Bento is fine; the body says how the LLM is."""
-    return await get_llm_client().health()
+    return await request.app.state.llm.health()
 
 
 @api_app.get("/dashboard", summary="Metrics dashboard (HTML)", response_class=HTMLResponse)

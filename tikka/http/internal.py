@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tikka.errors import NotTheGateway
 from tikka.http.errors import render
+from tikka.settings import get_settings
 
 OPEN_PATHS = frozenset({"/livez", "/readyz", "/healthz", "/metrics"})
 
@@ -32,8 +33,9 @@ def bearer(token: str) -> str:
 
 
 class GatewayOnly:
-    def __init__(self, app: ASGIApp, token: str) -> None:
+    def __init__(self, app: ASGIApp, token: str | None = None) -> None:
         self.app = app
+        token = get_settings().internal_token if token is None else token
         self.expected = bearer(token).encode() if token else None
 
     def admits(self, scope: Scope) -> bool:

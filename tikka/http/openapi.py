@@ -27,12 +27,12 @@ UPLOAD_ERRORS = (
     "empty_upload", "not_an_image", "not_a_file", "unexpected_field", "too_many_files", "malformed_form",
     "bad_request", "unauthorized", "request_timeout", "upload_too_large", "image_too_large",
     "unsupported_media_type", "missing_field", "too_many_requests", "classifier_busy",
-    "classifier_unavailable", "classifier_timeout",
+    "classifier_unavailable", "classifier_timeout", "service_timeout",
 )
 LLM_ERRORS = (
     "bad_request", "unauthorized", "request_timeout", "request_too_large", "unsupported_media_type",
     "invalid_request", "invalid_prompt", "too_many_requests", "llm_error", "llm_unavailable", "llm_busy",
-    "llm_model_missing", "llm_timeout",
+    "llm_model_missing", "llm_timeout", "service_timeout",
 )
 NDJSON_EXAMPLE = (
     '{"response": "Here is a simple recipe for pizza:\\n\\n", "done": false}\n'

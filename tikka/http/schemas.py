@@ -7,6 +7,9 @@ from pydantic import BaseModel, Field
 from tikka.llm.client import Task
 from tikka.settings import get_settings
 
+# The LLM routes' limits are part of their request schemas, which BentoML reads as class
+# declarations (input_spec) and the OpenAPI document shows: read at import, like the
+# few settings services.py declares.
 _settings = get_settings()
 
 

@@ -12,7 +12,6 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
-from functools import lru_cache
 from typing import Any, Literal
 
 import httpx
@@ -29,7 +28,7 @@ from tikka.errors import (
     LLMUnavailable,
     ServiceError,
 )
-from tikka.settings import Settings, get_settings
+from tikka.settings import Settings
 
 Task = Literal["recipe", "nutrition", "origin"]
 
@@ -288,7 +287,3 @@ def failures_observed(task: str, started: float):
         observe(task, exc.error, started)
         raise
 
-
-@lru_cache(maxsize=1)
-def get_llm_client() -> LLMClient:
-    return LLMClient(get_settings())
