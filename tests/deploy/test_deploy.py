@@ -56,6 +56,15 @@ def test_old_clients_reach_the_api_as_tikka_backend_8000_through_nginx():
     assert "depends_on" not in nginx
 
 
+def test_keep_alive_timeouts_are_ordered_the_backend_outlasts_the_proxy():
+    """A proxy that keeps an idle upstream connection longer than the backend sends the next
+    request onto a connection being closed: a 502. uvicorn's default idle timeout is 5 s."""
+    import uvicorn.config
+
+    upstream = re.search(r"keepalive_timeout (\d+)s;", (DOCKER / "nginx" / "backend.conf").read_text())
+    assert upstream and int(upstream.group(1)) < uvicorn.config.Config(app=None).timeout_keep_alive
+
+
 def test_backend_slots_are_one_definition_behind_a_profile_each():
     services = compose("docker-compose.yml")["services"]
     blue, green = (services[name] for name in SLOTS)
