@@ -20,6 +20,10 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 SESSION_STARTED = time.time()
+# Clients drop idle connections before the server does (uvicorn: 5 s; httpx's default is
+# the same 5 s): otherwise a request now and then goes out on a connection the server is
+# closing at that instant, and is lost to a reset.
+CLIENT_LIMITS = httpx.Limits(keepalive_expiry=2)
 SERVED: dict[str, subprocess.Popen] = {}  # base URL -> its `bentoml serve` process
 SERVED_STARTS: list[str] = []  # each served_bento's target, for the session summary
 

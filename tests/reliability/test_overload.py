@@ -48,7 +48,10 @@ async def overload(url: str, data: bytes, reference: dict) -> dict:
     probes: list[tuple[str, int, float]] = []
     sent = 0
     stop = time.monotonic() + LOAD_S
-    limits = httpx.Limits(max_connections=CLIENTS + 4, max_keepalive_connections=CLIENTS + 4)
+    # Idle connections go after 2 s (helpers.CLIENT_LIMITS): with httpx's default, the same
+    # 5 s as uvicorn's, about 1 run in 5 lost a request to that race (a reset, not an answer).
+    limits = httpx.Limits(max_connections=CLIENTS + 4, max_keepalive_connections=CLIENTS + 4,
+                          keepalive_expiry=helpers.CLIENT_LIMITS.keepalive_expiry)
     async with httpx.AsyncClient(base_url=url, timeout=90, limits=limits) as client:
         idle = sorted([(await lone_request_s(client, data))[1] for _ in range(10)])[5]
 

@@ -81,7 +81,7 @@ def test_uploads_and_llm_calls_leave_no_file_and_no_secret_in_the_log(private_be
     auth = {"Authorization": f"Bearer {API_KEY}"}
     small, large = marked_photo(photo("pizza.jpg")), marked_photo(photo("pizza.jpg"), pad_to=1_500_000)
     outcomes: list[int] = []
-    with FileWatch(tmp) as watch, httpx.Client(base_url=url, timeout=120) as client:
+    with FileWatch(tmp) as watch, httpx.Client(base_url=url, timeout=120, limits=helpers.CLIENT_LIMITS) as client:
         for route in ("/predict", "/predict/explain"):
             for data in (small, large):
                 response = client.post(route, files={"image": ("p.jpg", data, "image/jpeg")}, headers=auth)

@@ -50,7 +50,7 @@ def test_mixed_traffic_keeps_memory_flat_errors_at_zero_and_latency_steady(soak_
     rss: list[tuple[float, dict[str, int]]] = []
 
     def loop(kind: str, call) -> None:
-        with httpx.Client(base_url=url, timeout=120) as client:
+        with httpx.Client(base_url=url, timeout=120, limits=helpers.CLIENT_LIMITS) as client:
             i = 0
             while time.monotonic() < stop:
                 began = time.monotonic()

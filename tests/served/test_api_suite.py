@@ -42,7 +42,7 @@ def base_url(request) -> str:
 @pytest.fixture(scope="module")
 def api(base_url):
     headers = {"Authorization": f"Bearer {key}"} if (key := os.environ.get("TIKKA_API_KEY")) else {}
-    with httpx.Client(base_url=f"{base_url}/v1", headers=headers, timeout=120) as client:
+    with httpx.Client(base_url=f"{base_url}/v1", headers=headers, timeout=120, limits=helpers.CLIENT_LIMITS) as client:
         yield client
 
 
