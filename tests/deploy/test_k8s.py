@@ -71,7 +71,7 @@ def test_kustomization_lists_every_file_and_renders_valid_manifests(tmp_path):
         p.name for p in K8S.glob("*.yaml") if p.name != "kustomization.yaml"
     )
     docs = render(tmp_path, example_secrets())
-    assert len(docs) == len(manifests()) + 1, "the manifests and the generated Secret"
+    assert len(docs) == len(manifests()) + 2, "the manifests, the generated ConfigMap and Secret"
     assert all(d["metadata"].get("namespace") == "tikka" for d in docs if d["kind"] != "Namespace")
     result = validate([tmp_path / "rendered.yaml"])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -91,8 +91,11 @@ def test_keys_come_only_from_the_ignored_secrets_env(tmp_path):
     # Every reference follows the generated (content-hashed) name, so a new key rolls the pods.
     referenced = re.findall(r"name: (tikka-secrets[\w-]*)", (tmp_path / "rendered.yaml").read_text())
     assert set(referenced) == {secret["metadata"]["name"]} and secret["metadata"]["name"] != "tikka-secrets"
-    config = {doc["metadata"]["name"]: doc for doc in docs if doc["kind"] == "ConfigMap"}["tikka-config"]
+    (config,) = [doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("tikka-config")]
     assert config["data"]["TIKKA_REQUIRE_AUTH"] == "true"
+    # The settings' name follows their content too: a change rolls the pods that read them.
+    configs = re.findall(r"name: (tikka-config[\w-]*)", (tmp_path / "rendered.yaml").read_text())
+    assert set(configs) == {config["metadata"]["name"]} and config["metadata"]["name"] != "tikka-config"
 
 
 @pytest.mark.parametrize("name", ["tikka-gateway", "tikka-classifier"])
@@ -109,6 +112,9 @@ def test_gateway_and_classifier_are_separate_deployments_with_probes_limits_and_
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert found[("HorizontalPodAutoscaler", name)]["spec"]["scaleTargetRef"]["name"] == name
     assert ("PodDisruptionBudget", name) in found and ("Service", name) in found
+    # minAvailable: 1 with one replica (minReplicas) blocks node drains.
+    assert found[("PodDisruptionBudget", name)]["spec"] == {
+        "maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}}}
 
 
 def test_gateway_reaches_the_classifier_through_its_service():
