@@ -127,12 +127,17 @@ def test_gateway_reaches_the_classifier_through_its_service():
     assert classifier["args"][:3] == ["start-http-server", "--service-name", "classifier"]
 
 
-def test_ollama_is_a_stateful_set_with_a_volume_and_a_pull_job():
+def test_ollama_pulls_its_model_into_each_replicas_volume_before_serving():
+    """Not a Job through the Service (one replica got the model; the Job raced the StatefulSet)."""
     found = manifests()
-    ollama = found[("StatefulSet", "ollama")]
-    assert ollama["spec"]["volumeClaimTemplates"][0]["metadata"]["name"] == "models"
-    assert found[("Job", "ollama-pull-gemma3")]["spec"]["template"]["spec"]["containers"][0]["command"] == [
-        "ollama", "pull", "gemma3:270m"]
+    ollama = found[("StatefulSet", "ollama")]["spec"]
+    assert ollama["volumeClaimTemplates"][0]["metadata"]["name"] == "models"
+    (init,) = ollama["template"]["spec"]["initContainers"]
+    assert "ollama pull gemma3:270m" in init["args"][0] and init["env"] == [{"name": "OLLAMA_HOST", "value": "127.0.0.1:11434"}]
+    serving = ollama["template"]["spec"]["containers"][0]
+    assert init["volumeMounts"] == serving["volumeMounts"] == [{"name": "models", "mountPath": "/root/.ollama"}]
+    assert init["image"] == serving["image"]
+    assert not [key for key in found if key[0] == "Job"]
 
 
 def test_ingress_routes_like_nginx():
