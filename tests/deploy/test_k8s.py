@@ -147,3 +147,28 @@ def test_ingress_routes_like_nginx():
     assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
     backends = {r["host"]: r["http"]["paths"][0]["backend"]["service"]["name"] for r in ingress["spec"]["rules"]}
     assert backends == {"api.tikka.example.com": "tikka-gateway", "tikka.example.com": "tikka-frontend"}
+
+
+def test_network_policies_let_only_the_gateway_reach_the_classifier_and_ollama():
+    found = manifests()
+    policies = {name: doc["spec"] for (kind, name), doc in found.items() if kind == "NetworkPolicy"}
+    assert policies["default-deny-ingress"] == {"podSelector": {}, "policyTypes": ["Ingress"]}
+
+    def sources(name: str) -> list[dict]:
+        (rule,) = policies[name]["ingress"]
+        return rule["from"]
+
+    def port_of(kind: str, name: str) -> int:
+        pod = found[(kind, name)]["spec"]["template"]["spec"]["containers"][0]
+        return pod["ports"][0]["containerPort"]
+
+    gateway_pods = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "tikka-gateway"}}}
+    for name, kind in (("tikka-classifier", "Deployment"), ("ollama", "StatefulSet")):
+        assert gateway_pods in sources(name)
+        assert not [s for s in sources(name) if "podSelector" in s and s != gateway_pods], name
+        assert policies[name]["ingress"][0]["ports"] == [{"port": port_of(kind, name)}]
+        labels = found[(kind, name)]["spec"]["template"]["metadata"]["labels"]
+        assert policies[name]["podSelector"]["matchLabels"].items() <= labels.items()
+    ingress_controller = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
+    assert ingress_controller in sources("tikka-gateway") and ingress_controller in sources("tikka-frontend")
+    assert ingress_controller not in sources("tikka-classifier") + sources("ollama")
