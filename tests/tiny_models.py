@@ -31,19 +31,9 @@ def save_tiny_vit(directory: Path, layers: int = 2, heads: int = 2) -> Path:
 
 
 def save_tiny_siglip(directory: Path, layers: int = 2, heads: int = 2) -> Path:
-    import torch
-    from transformers import SiglipConfig, SiglipForImageClassification, SiglipImageProcessor
+    """The production architecture's builder (models/build_production_architecture.py) at toy width."""
+    from models.build_production_architecture import save_checkpoint
 
-    torch.manual_seed(0)
-    config = SiglipConfig(
-        vision_config={
-            "image_size": 224, "patch_size": 16, "hidden_size": 32, "num_hidden_layers": layers,
-            "num_attention_heads": heads, "intermediate_size": 64,
-        },
-        text_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                     "intermediate_size": 64, "vocab_size": 100},
-        **label_maps(),
-    )
-    SiglipForImageClassification(config).save_pretrained(directory)
-    SiglipImageProcessor(size={"height": 224, "width": 224}).save_pretrained(directory)
-    return directory
+    vision = {"image_size": 224, "patch_size": 16, "hidden_size": 32, "num_hidden_layers": layers,
+              "num_attention_heads": heads, "intermediate_size": 64}
+    return save_checkpoint(directory, vision, LABELS)

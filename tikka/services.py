@@ -55,7 +55,7 @@ from tikka.http.upload_guard import ImageUpload
 from tikka.llm.client import GenerateResponse, LLMClient, Task, complete, dish_prompt, stream_ndjson
 from tikka.model.checkpoint import Checkpoint
 from tikka.model.explain import render_overlay
-from tikka.model.imaging import decoding_bytes, load_rgb, open_upload
+from tikka.model.imaging import decode_upload, decoding_cost
 from tikka.model.runtime import load_classifier, top_k_labels
 from tikka.settings import get_settings
 
@@ -195,20 +195,17 @@ class Gateway:
             return False
 
     async def _decode(self, image: ImageUpload):
-        """Validate, decode, resize and crop, in worker threads (CPU-bound): first the header,
-        then the pixels once the decode's memory fits in the budget."""
+        """Validate, decode, resize and crop, in worker threads (CPU-bound): first the header's
+        cost, then the pixels once that cost fits in the decode memory budget."""
         draft = self.input_spec.draft_size if self.settings.jpeg_draft_decode else None
-        opened = await anyio.to_thread.run_sync(
-            lambda: open_upload(image.data, max_pixels=self.settings.max_image_pixels, draft_size=draft),
-            limiter=self.decode_limiter,
-        )
-        what = f"this {opened.size[0]}x{opened.size[1]} {opened.format} ({opened.mode})"
-        async with self.decode_memory.hold(decoding_bytes(opened), what):
-            return await anyio.to_thread.run_sync(self._decode_pixels, opened, limiter=self.decode_limiter)
+        limits = {"max_pixels": self.settings.max_image_pixels, "draft_size": draft}
+        cost = await anyio.to_thread.run_sync(lambda: decoding_cost(image.data, **limits), limiter=self.decode_limiter)
+        async with self.decode_memory.hold(cost):
+            return await anyio.to_thread.run_sync(self._decode_bytes, image.data, limits, limiter=self.decode_limiter)
 
-    def _decode_pixels(self, opened):
+    def _decode_bytes(self, data: bytes, limits: dict):
         with metrics.DECODE_SECONDS.time():
-            decoded = load_rgb(opened)
+            decoded = decode_upload(data, **limits)
         return decoded, self.input_spec.preprocess(decoded)
 
     @bentoml.api(route="/predict")

@@ -10,7 +10,7 @@ from PIL import Image
 from tests import helpers
 from tikka.errors import ImageTooLarge, TooManyRequests
 from tikka.http.overload import DecodeMemory
-from tikka.model.imaging import decoding_bytes, open_upload
+from tikka.model.imaging import decoding_bytes, decoding_cost, open_upload, webp_canvas
 
 
 def opened(image: Image.Image, fmt: str, draft_size: int | None = None) -> Image.Image:
@@ -34,12 +34,23 @@ def test_estimates_follow_mode_format_and_draft():
     assert decoding_bytes(sixteen_bit) == 9 * sixteen_bit.size[0] * sixteen_bit.size[1]
 
 
+@pytest.mark.parametrize(("mode", "options"), [("RGB", {}), ("RGB", {"lossless": True}), ("RGBA", {}),
+                                              ("RGBA", {"lossless": True})])
+def test_a_webps_size_is_read_before_pillow_allocates_its_canvas(mode, options):
+    data = helpers.encode(Image.new(mode, (1234, 567)), "WEBP", **options)
+    assert webp_canvas(data) == (1234, 567, mode == "RGBA")
+    assert decoding_cost(data, max_pixels=10**8) == decoding_bytes(opened(Image.new(mode, (1234, 567)), "WEBP"))
+    with pytest.raises(ImageTooLarge):
+        decoding_cost(data, max_pixels=1000)
+    assert webp_canvas(helpers.encode(Image.new("RGB", (8, 8)), "PNG")) is None
+
+
 def test_what_fits_goes_what_cannot_fit_is_refused_and_waiting_is_bounded():
     budget = DecodeMemory(capacity=100, wait_s=0.5)
     order: list[str] = []
 
     async def decode(name: str, nbytes: int, seconds: float):
-        async with budget.hold(nbytes, name):
+        async with budget.hold(nbytes):
             order.append(f"{name} in")
             await anyio.sleep(seconds)
         order.append(f"{name} out")
@@ -53,7 +64,7 @@ def test_what_fits_goes_what_cannot_fit_is_refused_and_waiting_is_bounded():
             tasks.start_soon(decode, "photo", 5, 0.01)  # fits beside it: goes at once
         with pytest.raises(ImageTooLarge, match="the limit is 0 MB"):
             await decode("too big", 101, 0)
-        async with budget.hold(100, "everything"):
+        async with budget.hold(100):
             with pytest.raises(TooManyRequests):
                 await decode("no room", 1, 0)
 

@@ -47,7 +47,7 @@ class ConcurrencyLimit:
 class DecodeMemory:
     """The bytes that image decodes may hold at once, across the requests of this process.
 
-    A decode takes its estimated peak (``tikka.model.imaging.decoding_bytes``, from the
+    A decode takes its estimated peak (``tikka.model.imaging.decoding_cost``, from the
     header) before it starts and gives it back when it ends. One that would take more
     than the whole budget is refused (413); one that must wait for others waits at most
     ``wait_s``, then gets a 429. Not first come, first served: whatever fits goes, so
@@ -61,11 +61,11 @@ class DecodeMemory:
         self.released = anyio.Event()
 
     @contextlib.asynccontextmanager
-    async def hold(self, nbytes: int, what: str):
+    async def hold(self, nbytes: int):
         mb = 1024 * 1024
         if nbytes > self.capacity:
             raise ImageTooLarge(
-                f"decoding {what} would take about {nbytes // mb} MB; the limit is {self.capacity // mb} MB"
+                f"decoding this image would take about {nbytes // mb} MB; the limit is {self.capacity // mb} MB"
             )
         try:
             with anyio.fail_after(self.wait_s):

@@ -23,44 +23,13 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def decode_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
-    """Decode an upload into an upright 8-bit RGB image, or raise ``EmptyUpload``, ``NotAnImage`` or ``ImageTooLarge``."""
-    return load_rgb(open_upload(data, max_pixels=max_pixels, draft_size=draft_size))
-
-
-def open_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
-    """Read an upload's header (no pixels yet): the first, cheap half of ``decode_upload``.
+    """Decode an upload into an upright 8-bit RGB image, or raise ``EmptyUpload``, ``NotAnImage`` or ``ImageTooLarge``.
 
     ``draft_size``: for JPEGs, let libjpeg decode at a reduced DCT scale that is
     still at least this many pixels on both sides (decoding is the costliest
     step for phone photos, and the model sees 224 px anyway).
     """
-    if not data:
-        raise EmptyUpload("the uploaded file is empty")
-    check_jpeg_cost(data)
-    try:
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except (OSError, SyntaxError):  # UnidentifiedImageError, or a decoder that fails on the header
-        raise NotAnImage(
-            f"the upload is not a readable image; accepted formats: {', '.join(ACCEPTED_FORMATS)}"
-        ) from None
-    except Image.DecompressionBombError:
-        raise ImageTooLarge(f"the image has more than {max_pixels} pixels") from None
-    except ValueError as exc:  # PIL's limit on a PNG text or ICC chunk: a decompression bomb too
-        raise ImageTooLarge(f"the image's metadata is too large to decode ({exc})") from None
-
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-        )
-    # MPO (a JPEG with a multi-picture index, as phones write them) decodes the same way.
-    if draft_size and image.format in ("JPEG", "MPO"):
-        image.draft(image.mode, (draft_size, draft_size))
-    return image
-
-
-def load_rgb(image: Image.Image) -> Image.Image:
-    """Decode an opened upload's pixels: the first frame, upright, 8-bit RGB."""
+    image = open_upload(data, max_pixels=max_pixels, draft_size=draft_size)
     try:
         image.seek(0)  # GIF / animated WebP: the first frame
         image.load()
@@ -71,6 +40,70 @@ def load_rgb(image: Image.Image) -> Image.Image:
     return to_rgb(image)
 
 
+def open_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
+    """An upload's header read (PIL's ``open``), its size checked; for a JPEG, the draft scale set."""
+    if not data:
+        raise EmptyUpload("the uploaded file is empty")
+    check_jpeg_cost(data)
+    if (canvas := webp_canvas(data)) is not None:  # before PIL: its WebP open allocates the canvas
+        check_pixels(canvas[0], canvas[1], max_pixels)
+    try:
+        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
+    except (OSError, SyntaxError):  # UnidentifiedImageError, or a decoder that fails on the header
+        raise NotAnImage(
+            f"the upload is not a readable image; accepted formats: {', '.join(ACCEPTED_FORMATS)}"
+        ) from None
+    except Image.DecompressionBombError:
+        raise ImageTooLarge(f"the image has more than {max_pixels} pixels") from None
+    except ValueError as exc:  # PIL's limit on a PNG text or ICC chunk: a decompression bomb too
+        raise ImageTooLarge(f"the image's metadata is too large to decode ({exc})") from None
+    check_pixels(*image.size, max_pixels)
+    # MPO (a JPEG with a multi-picture index, as phones write them) decodes the same way.
+    if draft_size and image.format in ("JPEG", "MPO"):
+        image.draft(image.mode, (draft_size, draft_size))
+    return image
+
+
+def check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageTooLarge(
+            f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+        )
+
+
+def webp_canvas(data: bytes) -> tuple[int, int, bool] | None:
+    """(width, height, has alpha) from a WebP's first chunk, or None if ``data`` is no WebP.
+
+    Read by hand because Pillow's WebP ``open`` already allocates libwebp's canvases
+    (8 bytes a pixel): a 68 KB 6200x6200 WebP took ~300 MB before any size check.
+    """
+    if len(data) < 30 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
+        return None
+    chunk = data[12:16]
+    if chunk == b"VP8X":  # extended: the canvas, 24-bit sizes minus one; flags bit 4 is alpha
+        width = int.from_bytes(data[24:27], "little") + 1
+        height = int.from_bytes(data[27:30], "little") + 1
+        return width, height, bool(data[20] & 0x10)
+    if chunk == b"VP8L":  # lossless: 14-bit sizes minus one, then the alpha bit
+        bits = int.from_bytes(data[21:25], "little")
+        return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bool(bits >> 28 & 1)
+    if chunk == b"VP8 ":  # lossy, no alpha: 14-bit sizes after the frame tag and start code
+        return (int.from_bytes(data[26:28], "little") & 0x3FFF,
+                int.from_bytes(data[28:30], "little") & 0x3FFF, False)
+    return None
+
+
+def decoding_cost(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> int:
+    """The peak memory ``decode_upload`` takes for ``data``, from its header alone (raising what
+    ``decode_upload`` raises for a bad or oversized header)."""
+    if (canvas := webp_canvas(data)) is not None:
+        width, height, alpha = canvas
+        check_pixels(width, height, max_pixels)
+        # As decoding_bytes for an opened WebP: RGB(A) 4, libwebp 12; alpha: RGB copy 4, compositing 12.
+        return width * height * (32 if alpha else 16)
+    return decoding_bytes(open_upload(data, max_pixels=max_pixels, draft_size=draft_size))
+
+
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
 SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I", "F")
 # Bytes per pixel that PIL stores for a mode: 3- and 4-band images, I and F take 32 bits.
@@ -78,7 +111,7 @@ STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16B": 2, "I;16L": 2}
 
 
 def decoding_bytes(image: Image.Image) -> int:
-    """The peak memory ``load_rgb`` takes for an opened upload, from its header alone.
+    """The peak memory of decoding an opened upload (``decode_upload``), from its header alone.
 
     Per pixel of the (drafted) size: the decoded pixels, the RGB copy when the mode is
     another, 12 bytes for compositing alpha on white, 3 for the 16-bit scaling in numpy,
