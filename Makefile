@@ -25,7 +25,7 @@ export BENTOML_DO_NOT_TRACK := true
 # As in the Bento image (bentofile.yaml envs): two malloc arenas, not one per thread.
 export MALLOC_ARENA_MAX ?= 2
 
-.PHONY: setup model serve sidecar stack frontend browser kubectl screenshots test test-fast test-unit lint bench load build lock clean \
+.PHONY: setup model serve sidecar stack frontend browser kubectl screenshots test test-fast test-unit lint bench bench-production load build lock clean \
 	images image-backend image-frontend image-llm-sidecar push-images compose-up compose-down compose-logs \
 	local-up local-down local-logs local-certs test-images api-docs test-api reliability soak \
 	bento-release publish-image test-delivery delivery-report docs docs-reference
@@ -114,6 +114,12 @@ soak: model
 # benchmarks/REPORT.md and report.png: the Bento against plain FastAPI, side by side (~10 min).
 bench: model
 	$(BIN)/python benchmarks/bench.py $(BENCH_ARGS)
+
+# benchmarks/REPORT-production.md: the production model's architecture (SigLIP-B/16, Food-101
+# head, random weights: models/build_production_architecture.py) three ways, side by side (~15 min).
+bench-production: model
+	$(BIN)/python models/build_production_architecture.py
+	$(BIN)/python benchmarks/production.py $(BENCH_ARGS)
 
 # Locust against any deployment: make load HOST=https://api.example.com USERS=16 DURATION=60s
 HOST ?= http://127.0.0.1:$(PORT)

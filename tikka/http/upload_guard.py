@@ -151,7 +151,7 @@ class UploadGuard:
         self.max_json_bytes = max_json_bytes
         self.idle_timeout_s = idle_timeout_s
         self.body_timeout_s = body_timeout_s
-        # Bodies are read whole before a request is admitted (services.py), so the number
+        # Bodies are read whole before a request is admitted (tikka/http/stack.py), so the number
         # being read is not bounded by the concurrency limit: their bytes are, here. A
         # trickling client holds a few bytes of it; a flood of large bodies gets 429s.
         self.max_buffered_bytes = max_buffered_bytes

@@ -1,0 +1,159 @@
+#!/usr/bin/env python
+"""`make bench-production`: the production model's architecture served three ways, side by side.
+
+The model is models/build_production_architecture.py's: SigLIP base patch16 224 with a
+Food-101 head (random weights; the cost is the production model's, the answers are not).
+Configurations, served at once and loaded one at a time, interleaved round by round:
+
+- (a) plain FastAPI + uvicorn, torch and the transformers processor per request (the replaced server);
+- (b) the same FastAPI server with the Bento's runtime and input path;
+- (d) the Bento as shipped (the settings it runs with are in the report);
+- (e) the offline ceiling of the Bento's runtimes: decode, preprocessing and the model
+  in a tight loop, no HTTP, at each batch size and thread count.
+
+Each at 16 users (Locust, closed loop) and at idle (one request at a time), with time to
+/readyz and PSS after the load. Writes benchmarks/REPORT-production.md. Absolute figures
+on a shared 2-core box are noise; the ratios, measured in the same run, are the result.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import re
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks.bench import (  # noqa: E402
+    fastapi_server,
+    locust,
+    offline_ceiling,
+    pss_mb,
+    server_pid,
+    single_latency_ms,
+)
+from benchmarks.photos import ensure_photos  # noqa: E402
+from models.build_production_architecture import TAG  # noqa: E402
+from tests.helpers import served_bento  # noqa: E402
+
+SERVED = {
+    "a": "FastAPI, torch + transformers processor per request (replaced server)",
+    "b": "FastAPI, the Bento's runtime and input path",
+    "d": "Bento as shipped",
+}
+# The instruction sets that decide which precisions can pay (bf16, int8 dot products).
+FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8",
+         "asimddp", "bf16", "i8mm", "sve", "sve2")
+
+
+def cpu_label() -> str:
+    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+    model = re.search(r"^(?:model name|Model|CPU part)\s*:\s*(.+)$", info, re.MULTILINE)
+    flags = set(re.findall(r"^(?:flags|Features)\s*:\s*(.+)$", info, re.MULTILINE)[0].split()) if info else set()
+    present = [flag for flag in FLAGS if flag in flags]
+    return (f"{model.group(1).strip() if model else platform.processor() or platform.machine()},"
+            f" {os.cpu_count()} CPUs; flags: {', '.join(present) or 'none of ' + ', '.join(FLAGS)}")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default=f"{TAG}:latest")
+    parser.add_argument("--users", type=int, default=16)
+    parser.add_argument("--seconds", type=int, default=30, help="each Locust run")
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--idle", type=int, default=10, help="requests one at a time, per configuration")
+    parser.add_argument("--bento-env", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for (d), e.g. TIKKA_MAX_LATENCY_MS=20000")
+    parser.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "REPORT-production.md")
+    args = parser.parse_args()
+    import bentoml
+
+    model = bentoml.models.get(args.model)
+    photos = {p.name: p.read_bytes() for p in ensure_photos()}
+    out = Path(tempfile.mkdtemp(prefix="tikka-bench-production-"))
+    bento_env = {"TIKKA_MODEL_TAG": str(model.tag), **dict(item.split("=", 1) for item in args.bento_env)}
+    runs: dict[str, list[dict]] = {key: [] for key in SERVED}
+
+    with contextlib.ExitStack() as stack:
+        print("starting the servers", flush=True)
+        started = time.perf_counter()
+        bento = stack.enter_context(served_bento(out / "home-d", bento_env, timeout=600))
+        readyz_s = time.perf_counter() - started
+        urls = {
+            "a": stack.enter_context(fastapi_server("stock", str(model.path)))[0],
+            "b": stack.enter_context(fastapi_server("lean", str(model.path)))[0],
+            "d": bento,
+        }
+        for url in urls.values():  # warm-up
+            single_latency_ms(url, photos["pizza.jpg"], 3)
+        idle = {key: single_latency_ms(url, photos["pizza.jpg"], args.idle) for key, url in urls.items()}
+        print(f"idle ms: {idle}", flush=True)
+        for round_ in range(args.rounds):
+            for key, url in urls.items():
+                result = locust(url, "samples", args.users, args.seconds, out)
+                runs[key].append(result)
+                print(f"round {round_ + 1} ({key}) {SERVED[key]}: {result}", flush=True)
+        memory = {key: pss_mb(server_pid(url)) for key, url in urls.items()}
+    print("offline ceiling", flush=True)
+    ceiling = offline_ceiling(str(model.path), [photos[n] for n in ("pizza.jpg", "guacamole.jpg", "hamburger.jpg")], 8)
+
+    rows = {key: {k: statistics.median(r[k] for r in results) for k in results[0]} for key, results in runs.items()}
+    write_report(args, str(model.tag), bento_env, rows, idle, memory, ceiling, readyz_s)
+    print(f"report: {args.report}")
+    return 0
+
+
+def write_report(args, tag, bento_env, rows, idle, memory, ceiling, readyz_s) -> None:
+    best = ceiling["best"]
+    lines = [
+        "# The production architecture, benchmarked",
+        "",
+        f"`make bench-production` on {time.strftime('%Y-%m-%d', time.gmtime())}: {cpu_label()}.",
+        f"Model: `{tag}`, SigLIP base patch16 224 with a Food-101 head (random weights;"
+        " models/build_production_architecture.py). Generated; do not edit by hand.",
+        "",
+        f"Load: {args.users} users, closed loop, {args.rounds} rounds of {args.seconds} s each, interleaved;"
+        f" idle: {args.idle} requests one at a time. (d) ran with {', '.join(f'`{k}={v}`' for k, v in bento_env.items())}.",
+        "",
+        "| | configuration | req/s | p50 ms | p95 ms | errors | idle ms | PSS MB after load |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for key, name in SERVED.items():
+        row = rows[key]
+        lines.append(f"| ({key}) | {name} | {row['rps']:.2f} | {row['p50']:.0f} | {row['p95']:.0f} |"
+                     f" {row['errors']:.0f} of {row['requests']:.0f} | {idle[key]:.0f} | {sum(memory[key].values()):.0f} |")
+    lines += [
+        f"| (e) | offline ceiling: {best['runtime']}, {best['threads']} threads, batch {best['batch']} |"
+        f" {best['ips']:.2f} img/s | | | | {ceiling['per_image_ms']:.0f} (batch 1) | |",
+        "",
+        "Ratios, same run:",
+        "",
+        f"- (d) / (e), the share of the offline ceiling the Bento serves: **{rows['d']['rps'] / best['ips']:.2f}**",
+        f"- (d) / (a), against the replaced server: **{rows['d']['rps'] / rows['a']['rps']:.2f}**",
+        f"- (d) / (b), against plain FastAPI with the same runtime: **{rows['d']['rps'] / rows['b']['rps']:.2f}**",
+        f"- idle (d) / (e) batch 1: {idle['d'] / ceiling['per_image_ms']:.2f}",
+        f"- time from `bentoml serve` to /readyz for (d): {readyz_s:.1f} s",
+        "",
+        "The offline ceiling, every runtime, thread count and batch size tried:",
+        "",
+        "| runtime | threads | batch | img/s |",
+        "|---|---|---|---|",
+        *(f"| {r['runtime']} | {r['threads']} | {r['batch']} | {r['ips']:.2f} |" for r in ceiling["all"]),
+        "",
+        "PSS by process after the load (MB): "
+        + "; ".join(f"({k}) " + ", ".join(f"{role} {mb:.0f}" for role, mb in v.items()) for k, v in memory.items()),
+        "",
+    ]
+    args.report.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
