@@ -140,13 +140,21 @@ def test_ollama_pulls_its_model_into_each_replicas_volume_before_serving():
     assert not [key for key in found if key[0] == "Job"]
 
 
-def test_ingress_routes_like_nginx():
-    ingress = manifests()[("Ingress", "tikka")]
-    annotations = ingress["metadata"]["annotations"]
-    assert annotations["nginx.ingress.kubernetes.io/proxy-body-size"] == "10m"
-    assert annotations["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
-    backends = {r["host"]: r["http"]["paths"][0]["backend"]["service"]["name"] for r in ingress["spec"]["rules"]}
-    assert backends == {"api.tikka.example.com": "tikka-gateway", "tikka.example.com": "tikka-frontend"}
+def test_ingress_routes_like_nginx_one_host_each_with_its_own_timeouts():
+    """ingress-nginx applies an Ingress's annotations to all its hosts: the API's and the app's differ."""
+    found = manifests()
+    api, app = found[("Ingress", "tikka-api")], found[("Ingress", "tikka-app")]
+    for ingress, host, service in ((api, "api.tikka.example.com", "tikka-gateway"), (app, "tikka.example.com", "tikka-frontend")):
+        (rule,) = ingress["spec"]["rules"]
+        assert (rule["host"], rule["http"]["paths"][0]["backend"]["service"]["name"]) == (host, service)
+        assert ingress["spec"]["tls"][0]["hosts"] == [host]
+    api_notes, app_notes = api["metadata"]["annotations"], app["metadata"]["annotations"]
+    assert api_notes["nginx.ingress.kubernetes.io/proxy-body-size"] == "10m"
+    assert api_notes["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
+    # Streamlit's WebSocket held an hour, as docker/nginx/tikka.conf holds it (proxy_read_timeout 1h).
+    assert app_notes["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"
+    assert "nginx.ingress.kubernetes.io/proxy-buffering" not in app_notes
+    assert "proxy_read_timeout 1h;" in (helpers.ROOT / "docker" / "nginx" / "tikka.conf").read_text()
 
 
 def test_network_policies_let_only_the_gateway_reach_the_classifier_and_ollama():
