@@ -26,6 +26,10 @@ DECODE_SECONDS = Histogram(
     "Upload validation and decoding time per image, before preprocessing.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+CLASSIFIER_RETRIES = Counter(
+    "tikka_classifier_retries",
+    "Classifier calls sent again after a connection error (a classifier pod gone under the call).",
+)
 LLM_SECONDS = Histogram(
     "tikka_llm_seconds",
     "LLM call time (to the last token when streaming), by task and outcome.",

@@ -14,6 +14,8 @@ import base64
 import contextlib
 import logging
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 import aiohttp
 import anyio
@@ -28,6 +30,7 @@ from tikka.bentoml_patches import (
     authenticate_dependency,
     bound_endpoint_labels,
     cap_batching_wait,
+    retire_dependency_sessions_gently,
 )
 from tikka.errors import (
     ClassifierBusy,
@@ -63,6 +66,7 @@ from tikka.settings import get_settings
 # other packages: the project's INFO lines (the model loaded, its runtime and threads) too.
 logging.getLogger("tikka").setLevel(logging.INFO)
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 # What BentoML reads from the class declarations below (the model, the request timeout,
 # adaptive batching) it needs before any instance exists, so those few settings are read
 # here, at import. Everything else is read when a service instance or an app is built
@@ -71,6 +75,7 @@ declared = get_settings()
 # BentoML's own routes on the entry service, besides the APIs and the mounted app.
 BENTOML_ROUTES = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json")
 answer_outer_errors(outer_error)
+retire_dependency_sessions_gently()
 
 
 @bentoml.service(
@@ -82,12 +87,10 @@ answer_outer_errors(outer_error)
     traffic={"timeout": declared.request_timeout_s},
     # Internal calls only: the gateway's access log already has a line per request.
     logging={"access": {"enabled": False}},
-    # BentoML 1.4.40's client to this service replaces its aiohttp session every
-    # `max_requests` calls (default 100) or `max_age` seconds, and closes the old
-    # session while other calls are still in flight on it: under 16 concurrent
-    # clients ~15% of /predict calls failed with "Server disconnected". Refreshing
-    # never is what 1.4.30 and earlier did.
-    runner_connection={"max_requests": 2**31 - 1, "max_age": 1e9},
+    # The gateway's connection pool to this service is renewed every max_age seconds, so
+    # that a classifier pod added behind a Service gets connections; the old pool closes
+    # once its calls are done (bentoml_patches.retire_dependency_sessions_gently).
+    runner_connection={"max_requests": 2**31 - 1, "max_age": declared.classifier_connection_max_age_s},
 )
 class Classifier:
     model_ref = bentoml.models.BentoModel(declared.model_tag)
@@ -213,8 +216,9 @@ class Gateway:
         """Classify a food photo: the top-5 dishes with probabilities."""
         try:
             _, pixels = await self._decode(image)
-            async with classifier_errors(self.settings.request_timeout_s):
-                probabilities = await self.classifier.to_async.classify(pixels[None])
+            probabilities = await call_classifier(
+                lambda: self.classifier.to_async.classify(pixels[None]), self.settings.request_timeout_s
+            )
         except ServiceError as exc:
             return reject(ctx, exc)
         predictions = top_k_labels(probabilities[0], self.labels, self.settings.top_k)
@@ -237,8 +241,9 @@ class Gateway:
                     " (ViT, DeiT, SigLIP); /predict still works"
                 )
             decoded, pixels = await self._decode(image)
-            async with classifier_errors(self.settings.request_timeout_s):
-                raw = await self.classifier.to_async.explain(pixels[None])
+            raw = await call_classifier(
+                lambda: self.classifier.to_async.explain(pixels[None]), self.settings.request_timeout_s
+            )
         except ServiceError as exc:
             return reject(ctx, exc)
         heatmap = np.asarray(raw.heatmap, dtype=np.float32)
@@ -286,6 +291,20 @@ async def run_generation(llm, ctx, prompt, answer_start, temperature, max_tokens
     except ServiceError as exc:
         return reject(ctx, exc)
     return StreamingResponse(lines, media_type="application/x-ndjson")
+
+
+async def call_classifier(call: Callable[[], Awaitable[T]], timeout_s: int) -> T:
+    """A call to the classifier, its failures named, sent once more after a connection error.
+
+    Deployed apart, a scale-in or a rollout closes pooled connections under the calls on
+    them; a call is a pure function of its pixels, so sending it again, on a new
+    connection to whichever classifier answers, is safe."""
+    async with classifier_errors(timeout_s):
+        try:
+            return await call()
+        except aiohttp.ClientConnectionError:
+            metrics.CLASSIFIER_RETRIES.inc()
+            return await call()
 
 
 @contextlib.asynccontextmanager

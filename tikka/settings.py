@@ -110,6 +110,13 @@ class Settings(BaseSettings):
     max_latency_ms: int = Field(
         5_000, ge=100, description="Adaptive batching's latency budget: a request predicted to take longer gets a 503."
     )
+    classifier_connection_max_age_s: float = Field(
+        60.0, gt=0,
+        description=(
+            "How long the gateway keeps one pool of connections to the classifier: renewed, a"
+            " classifier pod added behind a Service gets its share (kube-proxy balances connections)."
+        ),
+    )
     max_batch_wait_ms: float = Field(
         2.0, ge=0, description="Longest a request is held back to batch with later ones (tikka/bentoml_patches.py)."
     )

@@ -112,6 +112,9 @@ def test_gateway_and_classifier_are_separate_deployments_with_probes_limits_and_
     assert container["securityContext"]["readOnlyRootFilesystem"] is True
     assert found[("HorizontalPodAutoscaler", name)]["spec"]["scaleTargetRef"]["name"] == name
     assert ("PodDisruptionBudget", name) in found and ("Service", name) in found
+    # A scale-in or rollout: out of the endpoints first (preStop), then the calls in flight finish.
+    assert container["lifecycle"]["preStop"]["exec"]["command"][0] == "sleep"
+    assert pod["terminationGracePeriodSeconds"] >= int(container["lifecycle"]["preStop"]["exec"]["command"][1]) + 60
     # minAvailable: 1 with one replica (minReplicas) blocks node drains.
     assert found[("PodDisruptionBudget", name)]["spec"] == {
         "maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}}}

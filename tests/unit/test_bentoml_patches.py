@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import bentoml
+import pytest
 
 from tests import helpers
 from tikka import bentoml_patches
@@ -49,3 +50,53 @@ def test_bentomls_request_timeout_answers_in_the_error_shape():
     response = asyncio.run(call())
     assert response.status_code == 504
     assert response.json() == {"error": "service_timeout", "detail": "Not able to process the request in 0.2 seconds"}
+
+
+def test_a_replaced_session_is_closed_after_its_calls():
+    """Workaround 6, on BentoML's own SessionManager: renewed after max_age, the old pool is
+    closed only after the client's timeout (the longest a call on it may still take)."""
+    import asyncio
+
+    from _bentoml_impl.client.proxy2 import SessionManager
+
+    bentoml_patches.retire_dependency_sessions_gently()
+
+    async def scenario():
+        manager = SessionManager("http://127.0.0.1:9", timeout=0.3, headers={}, max_age=0.05)
+        first = await manager.get_session()
+        await asyncio.sleep(0.1)
+        second = await manager.get_session()
+        renewed_and_still_open = second is not first and not first.closed
+        await asyncio.sleep(0.5)
+        closed_later = first.closed and not second.closed
+        await manager.close()
+        return renewed_and_still_open, closed_later
+
+    assert asyncio.run(scenario()) == (True, True)
+
+
+def test_a_classifier_call_is_sent_once_more_after_a_connection_error():
+    import asyncio
+
+    import aiohttp
+
+    from tikka.errors import ClassifierUnavailable
+    from tikka.services import call_classifier
+
+    def flaky(failures: int):
+        attempts = []
+
+        async def call():
+            attempts.append(1)
+            if len(attempts) <= failures:
+                raise aiohttp.ServerDisconnectedError()
+            return "probabilities"
+
+        return call, attempts
+
+    call, attempts = flaky(1)
+    assert asyncio.run(call_classifier(call, 60)) == "probabilities" and len(attempts) == 2
+    call, attempts = flaky(2)
+    with pytest.raises(ClassifierUnavailable):
+        asyncio.run(call_classifier(call, 60))
+    assert len(attempts) == 2, "once more, not in a loop"
