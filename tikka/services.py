@@ -202,13 +202,17 @@ class Gateway:
         cost, then the pixels once that cost fits in the decode memory budget."""
         draft = self.input_spec.draft_size if self.settings.jpeg_draft_decode else None
         limits = {"max_pixels": self.settings.max_image_pixels, "draft_size": draft}
-        cost = await anyio.to_thread.run_sync(lambda: decoding_cost(image.data, **limits), limiter=self.decode_limiter)
+        cost, opened = await anyio.to_thread.run_sync(
+            lambda: decoding_cost(image.data, **limits), limiter=self.decode_limiter
+        )
         async with self.decode_memory.hold(cost):
-            return await anyio.to_thread.run_sync(self._decode_bytes, image.data, limits, limiter=self.decode_limiter)
+            return await anyio.to_thread.run_sync(
+                lambda: self._decode_bytes(image.data, limits, opened), limiter=self.decode_limiter
+            )
 
-    def _decode_bytes(self, data: bytes, limits: dict):
+    def _decode_bytes(self, data: bytes, limits: dict, opened):
         with metrics.DECODE_SECONDS.time():
-            decoded = decode_upload(data, **limits)
+            decoded = decode_upload(data, **limits, opened=opened)
         return decoded, self.input_spec.preprocess(decoded)
 
     @bentoml.api(route="/predict")

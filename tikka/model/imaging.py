@@ -22,14 +22,17 @@ ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
-def decode_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
+def decode_upload(
+    data: bytes, *, max_pixels: int, draft_size: int | None = None, opened: Image.Image | None = None
+) -> Image.Image:
     """Decode an upload into an upright 8-bit RGB image, or raise ``EmptyUpload``, ``NotAnImage`` or ``ImageTooLarge``.
 
     ``draft_size``: for JPEGs, let libjpeg decode at a reduced DCT scale that is
     still at least this many pixels on both sides (decoding is the costliest
-    step for phone photos, and the model sees 224 px anyway).
+    step for phone photos, and the model sees 224 px anyway). ``opened``: what
+    ``decoding_cost`` already opened, so the header is read once.
     """
-    image = open_upload(data, max_pixels=max_pixels, draft_size=draft_size)
+    image = opened or open_upload(data, max_pixels=max_pixels, draft_size=draft_size)
     try:
         image.seek(0)  # GIF / animated WebP: the first frame
         image.load()
@@ -93,15 +96,19 @@ def webp_canvas(data: bytes) -> tuple[int, int, bool] | None:
     return None
 
 
-def decoding_cost(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> int:
+def decoding_cost(
+    data: bytes, *, max_pixels: int, draft_size: int | None = None
+) -> tuple[int, Image.Image | None]:
     """The peak memory ``decode_upload`` takes for ``data``, from its header alone (raising what
-    ``decode_upload`` raises for a bad or oversized header)."""
+    ``decode_upload`` raises for a bad or oversized header), and the image opened for it, to
+    pass on to ``decode_upload``. None for a WebP: opening one already allocates its canvases."""
     if (canvas := webp_canvas(data)) is not None:
         width, height, alpha = canvas
         check_pixels(width, height, max_pixels)
         # As decoding_bytes for an opened WebP: RGB(A) 4, libwebp 12; alpha: RGB copy 4, compositing 12.
-        return width * height * (32 if alpha else 16)
-    return decoding_bytes(open_upload(data, max_pixels=max_pixels, draft_size=draft_size))
+        return width * height * (32 if alpha else 16), None
+    image = open_upload(data, max_pixels=max_pixels, draft_size=draft_size)
+    return decoding_bytes(image), image
 
 
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
