@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.photos import ensure_photos  # noqa: E402
-from tests.helpers import SidecarProcess, free_port, served_bento, wait_ready  # noqa: E402
+from tests.helpers import SidecarProcess, listening_port, served_bento, wait_ready  # noqa: E402
 
 SAMPLES = ["pizza.jpg", "guacamole.jpg", "hamburger.jpg"]
 SERVED = {
@@ -53,16 +53,15 @@ SERVED = {
 
 @contextlib.contextmanager
 def fastapi_server(pipeline: str, model_path: str):
-    port = free_port()
     env = {**os.environ, "BENCH_MODEL_PATH": model_path, "BENCH_PIPELINE": pipeline}
     log_path = Path(tempfile.mkdtemp()) / "uvicorn.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "benchmarks.fastapi_server:app", "--port", str(port), "--log-level", "warning"],
+            [sys.executable, "-m", "uvicorn", "benchmarks.fastapi_server:app", "--port", "0", "--log-level", "warning"],
             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = f"http://127.0.0.1:{listening_port(process)}"
         wait_ready(url, process, log_path, 120, path="/health")
         yield url, process.pid
     finally:
@@ -204,16 +203,16 @@ def readyz_seconds(model_home: Path) -> float:
 
 
 def streamlit_pss(api_url: str) -> float:
-    port = free_port()
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "streamlit"), "run", "app.py", "--server.port", str(port),
+        [str(Path(sys.executable).parent / "streamlit"), "run", "app.py", "--server.port", "0",
          "--server.headless", "true"],
         cwd=ROOT / "frontend", env={**os.environ, "TIKKA_API_URL": api_url},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
     try:
-        wait_ready(f"http://127.0.0.1:{port}", process, None, 60, path="/_stcore/health")
-        httpx.get(f"http://127.0.0.1:{port}/", timeout=10)
+        url = f"http://127.0.0.1:{listening_port(process, 60)}"
+        wait_ready(url, process, None, 60, path="/_stcore/health")
+        httpx.get(f"{url}/", timeout=10)
         time.sleep(2)
         return sum(pss_mb(process.pid).values())
     finally:

@@ -28,7 +28,44 @@ SERVED: dict[str, subprocess.Popen] = {}  # base URL -> its `bentoml serve` proc
 SERVED_STARTS: list[str] = []  # each served_bento's target, for the session summary
 
 
-def free_port() -> int:
+def listening_port(process: subprocess.Popen, timeout: float = 120, in_children: bool = False) -> int:
+    """The port of a server started on port 0, once it listens.
+
+    The kernel picks the port at bind and the server holds it from then on: a port found
+    free, closed and handed over (bind-close-rebind) could be taken in between. With
+    ``in_children``, only the children's sockets count: `bentoml serve`'s arbiter also
+    listens on circus's own ports, and only its workers share the HTTP socket.
+    """
+    import psutil
+
+    root = psutil.Process(process.pid)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{process.args[:4]} exited with {process.returncode}")
+        ports: set[int] = set()
+        with contextlib.suppress(psutil.Error):
+            for proc in root.children(recursive=True) if in_children else [root, *root.children(recursive=True)]:
+                with contextlib.suppress(psutil.Error):
+                    ports |= {c.laddr.port for c in proc.net_connections("tcp") if c.status == psutil.CONN_LISTEN}
+        if len(ports) == 1:
+            return ports.pop()
+        time.sleep(0.05)
+    raise TimeoutError(f"{process.args[:4]} did not listen in {timeout}s")
+
+
+@contextlib.contextmanager
+def closed_port() -> Iterator[int]:
+    """A port that refuses connections for the block: bound, never listening, so held."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock.getsockname()[1]
+
+
+def released_port() -> int:
+    """A port the kernel handed out and this process let go. Only for an address that
+    servers take in turn (the sidecar's, in the fault tests: killed, hung, restarted);
+    a server that keeps its port starts on port 0 instead (``listening_port``)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
@@ -56,20 +93,23 @@ def served_bento(
     home.mkdir(parents=True, exist_ok=True)
     if not (home / "models").exists():
         (home / "models").symlink_to(store, target_is_directory=True)
-    port = free_port()
     log_path = home / "serve.log"
     server_env = {**os.environ, "BENTOML_HOME": str(home), **(env or {})}
     server_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve sets its own
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, *(command or ["-m", "bentoml", "serve", target]), "--port", str(port),
+            [sys.executable, *(command or ["-m", "bentoml", "serve", target]), "--port", "0",
              "--host", "127.0.0.1"],
             cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-    url = f"http://127.0.0.1:{port}"
-    SERVED[url] = process
+    url = ""
     SERVED_STARTS.append(os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0])
     try:
+        try:
+            url = f"http://127.0.0.1:{listening_port(process, timeout, in_children=True)}"
+        except (RuntimeError, TimeoutError) as error:
+            raise RuntimeError(f"{error}:\n{log_path.read_text()[-4000:]}") from None
+        SERVED[url] = process
         wait_ready(url, process, log_path, timeout)
         yield url
     finally:
@@ -248,21 +288,20 @@ def bad_uploads(max_bytes: int, max_pixels: int, photo_bytes: bytes) -> list[tup
 
 @contextlib.contextmanager
 def gcs_emulator(data_dir: Path) -> Iterator[str]:
-    """The gcp-storage-emulator on a free port, storing objects on disk under ``data_dir``.
+    """The gcp-storage-emulator on a port of its own, storing objects on disk under ``data_dir``.
 
     On disk rather than in memory so that tests can corrupt an object's bytes
     behind the emulator's back, as bit rot would, while its metadata keeps the
     original checksums.
     """
-    port = free_port()
     process = subprocess.Popen(
         [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host", "127.0.0.1",
-         "--port", str(port), "--quiet"],
+         "--port", "0", "--quiet"],
         cwd=data_dir, env={**os.environ, "STORAGE_BASE": str(data_dir)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = f"http://127.0.0.1:{listening_port(process, 30)}"
         deadline = time.monotonic() + 30
         while True:
             with contextlib.suppress(httpx.HTTPError):
@@ -278,13 +317,19 @@ def gcs_emulator(data_dir: Path) -> Iterator[str]:
 
 
 class SidecarProcess:
-    """The real embedded sidecar (`python -m sidecar`), startable and killable on a fixed port."""
+    """The real embedded sidecar (`python -m sidecar`), startable and killable.
+
+    Without ``port`` it starts on port 0; a restart takes the port its first start got.
+    """
 
     def __init__(self, port: int | None = None, model_name: str | None = None):
-        self.port = port or free_port()
+        self.port = port or 0
         self.model_name = model_name
         self.process: subprocess.Popen | None = None
-        self.url = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120) -> SidecarProcess:
         args = [sys.executable, "-m", "sidecar", "--port", str(self.port), "--threads", "1",
@@ -293,6 +338,7 @@ class SidecarProcess:
             args += ["--model-name", self.model_name]
         self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
                                         stderr=subprocess.DEVNULL, start_new_session=True)
+        self.port = listening_port(self.process, timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -313,16 +359,16 @@ class SidecarProcess:
 class HungServer:
     """Accepts TCP connections on a port and never answers: a sidecar stuck mid-request."""
 
-    def __init__(self, port: int):
-        self.port = port
+    def __init__(self, port: int = 0):
         self.sock = socket.socket()
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind(("127.0.0.1", port))
+        self.port = self.sock.getsockname()[1]
         self.connections: list[socket.socket] = []
 
     def __enter__(self) -> HungServer:
         import threading
 
-        self.sock.bind(("127.0.0.1", self.port))
         self.sock.listen(64)
 
         def accept() -> None:
@@ -334,9 +380,19 @@ class HungServer:
         threading.Thread(target=accept, daemon=True).start()
         return self
 
+    def wait_for_connections(self, count: int, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while len(self.connections) < count:
+            assert time.monotonic() < deadline, f"{len(self.connections)} of {count} connections came"
+            time.sleep(0.01)
+
     def __exit__(self, *exc) -> None:
         for connection in self.connections:
             connection.close()
+        # shutdown() wakes the thread blocked in accept(); close() alone would leave the
+        # kernel's listening socket open under it, and the next server could not bind.
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
         self.sock.close()
 
 

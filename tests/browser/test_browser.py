@@ -64,18 +64,17 @@ def browser():
 
 @pytest.fixture(scope="module")
 def streamlit_app(llm_bento, tmp_path_factory):
-    port = helpers.free_port()
     env = {**os.environ, "TIKKA_API_URL": llm_bento}
     log = (tmp_path_factory.mktemp("streamlit") / "streamlit.log").open("wb")
     # Run from frontend/ so that frontend/.streamlit/config.toml applies, as in `make stack`.
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", "0",
          "--server.address", "127.0.0.1"],
         cwd=helpers.ROOT / "frontend", env=env, stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True,
     )
-    url = f"http://127.0.0.1:{port}"
     try:
+        url = f"http://127.0.0.1:{helpers.listening_port(process, 60)}"
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             with contextlib.suppress(httpx.HTTPError):
@@ -114,7 +113,9 @@ def test_upload_a_photo_and_see_the_prediction(browser, streamlit_app, screensho
         (b for b in d.find_elements(By.TAG_NAME, "button") if "where the model looked" in b.text), None))
     button.click()
     wait_for(browser, lambda d: "Grad-CAM · grid 7x7" in d.find_element(By.TAG_NAME, "body").text)
-    time.sleep(1)  # let the heatmap image paint before the screenshot
+    # Every image (the heatmap among them) decoded before the screenshot.
+    wait_for(browser, lambda d: d.execute_script(
+        "return [...document.images].every(image => image.complete && image.naturalWidth > 0)"))
     path = screenshots / "app.png"
     assert browser.save_screenshot(str(path))
     assert path.stat().st_size > 20_000
@@ -174,7 +175,7 @@ def test_dashboard_numbers_match_metrics(browser, llm_bento, screenshots, photo)
     assert httpx.post(f"{llm_bento}/predict", json={}).status_code == 415
     assert httpx.post(f"{llm_bento}/llm/dish", json={"dish": "pizza", "task": "origin", "max_tokens": 4}, timeout=60).status_code == 200
 
-    browser.get(f"{llm_bento}/dashboard")
+    browser.get(f"{llm_bento}/dashboard?every=1")
     wait_for(browser, lambda d: d.find_element(By.ID, "updated").text != "never")
     rows = {
         row.get_attribute("data-endpoint"): {
@@ -206,8 +207,9 @@ def test_dashboard_numbers_match_metrics(browser, llm_bento, screenshots, photo)
     path = screenshots / "dashboard.png"
     assert browser.save_screenshot(str(path)) and path.stat().st_size > 10_000
 
-    # The page's own polling of /metrics is not traffic: after a poll, the counts are unchanged.
-    time.sleep(6)
+    # The page's own polling of /metrics is not traffic: two polls later, the counts are unchanged.
+    polls = int(browser.find_element(By.ID, "updated").get_attribute("data-refreshes"))
+    wait_for(browser, lambda d: int(d.find_element(By.ID, "updated").get_attribute("data-refreshes")) >= polls + 2)
     again = browser.find_element(By.CSS_SELECTOR, '#endpoints tr[data-endpoint="/predict"] td[data-field=total]')
     assert float(again.get_attribute("data-value")) == float(predict["total"])
 

@@ -246,9 +246,11 @@ def status_of(sock: socket.socket) -> int | None:
     return int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else None
 
 
-def trickle(url: str, connections: int, gap_s: float, give_up_s: float) -> list[tuple[int | None, float]]:
+def trickle(url: str, connections: int, gap_s: float, give_up_s: float,
+            connected: threading.Event | None = None) -> list[tuple[int | None, float]]:
     """Slow-POST clients: each sends its headers (Content-Length 100 kB), then one body byte
-    every ``gap_s``, under the idle timeout. Returns each one's status and when it came."""
+    every ``gap_s``, under the idle timeout. Returns each one's status and when it came;
+    sets ``connected`` once every client has sent its headers."""
     host, port = url.removeprefix("http://").split(":")
     head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b0undary"
             b"\r\nContent-Length: 100000\r\n\r\n--b0undary\r\n")
@@ -258,6 +260,8 @@ def trickle(url: str, connections: int, gap_s: float, give_up_s: float) -> list[
     try:
         for sock in sockets:
             sock.sendall(head)
+        if connected:
+            connected.set()
         while len(answers) < connections and time.monotonic() - started < give_up_s:
             waiting = [sock for sock in sockets if sock not in answers]
             readable, _, _ = select.select(waiting, [], [], gap_s)
@@ -294,9 +298,11 @@ def test_a_slow_post_wave_is_cut_off_and_normal_clients_keep_being_served(hostil
 
     idle = [predict()[1] for _ in range(5)]
     wave: list[tuple[int | None, float]] = []
-    attack = threading.Thread(target=lambda: wave.extend(trickle(url, connections, 1.0, BODY_TIMEOUT_S + 10)))
+    connected = threading.Event()
+    attack = threading.Thread(
+        target=lambda: wave.extend(trickle(url, connections, 1.0, BODY_TIMEOUT_S + 10, connected)))
     attack.start()
-    time.sleep(2)  # let the wave connect first (not a synchronisation: the measurement starts later)
+    assert connected.wait(timeout=30), "the wave did not connect"
     during: list[tuple[int, float]] = []
     while attack.is_alive():
         during.append(predict())

@@ -183,8 +183,9 @@ def test_missing_bucket_and_missing_prefix_are_named(emulator, storage, store):
 
 
 def test_an_unreachable_emulator_is_a_clear_error(store):
-    closed = f"http://127.0.0.1:{helpers.free_port()}"
-    result = download(store, "--bucket", BUCKET, "--prefix", "vit/v1", "--timeout", "3", emulator_url=closed)
+    with helpers.closed_port() as port:
+        closed = f"http://127.0.0.1:{port}"
+        result = download(store, "--bucket", BUCKET, "--prefix", "vit/v1", "--timeout", "3", emulator_url=closed)
     assert_clean_failure(result, 7, "cannot reach Cloud Storage", closed)
 
 

@@ -94,13 +94,14 @@ def test_backend_url_never_comes_from_query_parameters(monkeypatch, llm_bento):
 
 
 def test_backend_down_gives_a_message_and_a_usable_page(monkeypatch):
-    app = run_app(monkeypatch, f"http://127.0.0.1:{helpers.free_port()}")
-    assert not app.exception
-    assert "Classifier: not reachable" in texts(app)
-    upload(app, "pizza.jpg")
-    assert not app.exception
-    assert any("not reachable" in e.value for e in app.error)
-    assert app.file_uploader(key="photo") is not None  # the page still works
+    with helpers.closed_port() as port:
+        app = run_app(monkeypatch, f"http://127.0.0.1:{port}")
+        assert not app.exception
+        assert "Classifier: not reachable" in texts(app)
+        upload(app, "pizza.jpg")
+        assert not app.exception
+        assert any("not reachable" in e.value for e in app.error)
+        assert app.file_uploader(key="photo") is not None  # the page still works
 
 
 def test_rejected_upload_shows_the_detail(monkeypatch, llm_bento):
@@ -112,8 +113,9 @@ def test_rejected_upload_shows_the_detail(monkeypatch, llm_bento):
 
 
 def test_llm_unavailable_is_a_message(monkeypatch, default_model, tmp_path_factory):
-    env = {"OLLAMA_HOST": f"http://127.0.0.1:{helpers.free_port()}", "TIKKA_LLM_CONNECT_TIMEOUT_S": "1"}
-    with helpers.served_bento(tmp_path_factory.mktemp("no-llm"), env) as url:
+    with helpers.closed_port() as port, helpers.served_bento(
+        tmp_path_factory.mktemp("no-llm"), {"OLLAMA_HOST": f"http://127.0.0.1:{port}", "TIKKA_LLM_CONNECT_TIMEOUT_S": "1"}
+    ) as url:
         app = run_app(monkeypatch, url)
         assert "Cooking assistant: unavailable" in texts(app)
         upload(app, "pizza.jpg")

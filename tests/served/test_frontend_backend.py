@@ -17,16 +17,16 @@ def test_a_4xx_carries_the_services_detail(llm_bento):
 
 
 def test_a_closed_port_is_not_reachable():
-    backend = Backend(f"http://127.0.0.1:{helpers.free_port()}")
-    with pytest.raises(BackendError, match="not reachable"):
-        backend.predict("x.jpg", b"x")
-    assert backend.ready() is None and backend.llm_health() is None
+    with helpers.closed_port() as port:
+        backend = Backend(f"http://127.0.0.1:{port}")
+        with pytest.raises(BackendError, match="not reachable"):
+            backend.predict("x.jpg", b"x")
+        assert backend.ready() is None and backend.llm_health() is None
 
 
 def test_a_hung_server_times_out():
-    port = helpers.free_port()
-    with helpers.HungServer(port):
-        backend = Backend(f"http://127.0.0.1:{port}", timeout=1, llm_timeout=1)
+    with helpers.HungServer() as hung:
+        backend = Backend(f"http://127.0.0.1:{hung.port}", timeout=1, llm_timeout=1)
         with pytest.raises(BackendError, match="did not answer in time"):
             backend.predict("x.jpg", b"x")
         with pytest.raises(BackendError, match="did not answer in time"):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import anyio
 import pytest
+from anyio import wait_all_tasks_blocked
 from PIL import Image
 
 from tests import helpers
@@ -58,9 +59,9 @@ def test_what_fits_goes_what_cannot_fit_is_refused_and_waiting_is_bounded():
     async def scenario():
         async with anyio.create_task_group() as tasks:
             tasks.start_soon(decode, "bomb", 80, 0.2)
-            await anyio.sleep(0.01)
+            await wait_all_tasks_blocked()
             tasks.start_soon(decode, "second bomb", 80, 0.01)  # waits for the first
-            await anyio.sleep(0.01)
+            await wait_all_tasks_blocked()
             tasks.start_soon(decode, "photo", 5, 0.01)  # fits beside it: goes at once
         with pytest.raises(ImageTooLarge, match="the limit is 0 MB"):
             await decode("too big", 101, 0)
