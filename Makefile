@@ -14,6 +14,10 @@ FRONTEND_PORT ?= 8501
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 export OLLAMA_HOST ?= http://127.0.0.1:$(SIDECAR_PORT)
 PYTEST_ARGS ?=
+UV_VERSION := 0.13.9
+# uv installs into this project's .venv (its default), with the venv's own Python.
+# native-tls: the system CA store, as pip uses here (a TLS-intercepting proxy may sign PyPI).
+UV := UV_PYTHON=$(BIN)/python UV_PYTHON_DOWNLOADS=never UV_NATIVE_TLS=true $(BIN)/uv
 # A portable llama.cpp build: the native one (GGML_NATIVE, the default) used
 # AMX on this project's CI machines and segfaulted in its first decode.
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
@@ -30,13 +34,14 @@ export MALLOC_ARENA_MAX ?= 2
 	local-up local-down local-logs local-certs test-images api-docs test-api reliability soak \
 	bento-release publish-image test-delivery delivery-report docs docs-reference
 
-$(BIN)/.installed: requirements.txt requirements-models.txt requirements-sidecar.txt requirements-frontend.txt requirements-dev.txt constraints.txt pyproject.toml
+# uv is bootstrapped into the venv with pip, then installs exactly uv.lock (every group).
+$(BIN)/.installed: pyproject.toml uv.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
 		|| { echo "Python 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet uv==$(UV_VERSION)
 	@echo "Installing; llama-cpp-python compiles llama.cpp the first time (several minutes)."
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(BIN)/pip install --progress-bar off -c constraints.txt -e '.[models,sidecar,frontend,dev]'
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(UV) sync --locked
 	touch $@
 
 setup: $(BIN)/.installed
@@ -260,9 +265,13 @@ BASE_URL ?= http://127.0.0.1:$(PORT)
 test-api: setup
 	TIKKA_BASE_URL=$(BASE_URL) $(BIN)/python -m pytest -m api tests/served/test_api_suite.py -p no:cacheprovider $(PYTEST_ARGS)
 
+# After changing a pin in pyproject.toml: re-lock, then export what the Bento and the
+# images install (tests/unit/test_lock.py holds the exports equal to the lock).
+EXPORT := $(UV) export --frozen --no-hashes --no-emit-project --quiet
 lock: setup
-	{ sed -n '1,3p' constraints.txt; $(BIN)/pip freeze --exclude-editable; } > constraints.txt.new
-	mv constraints.txt.new constraints.txt
+	$(UV) lock
+	$(EXPORT) --no-default-groups -o requirements/bento.txt
+	for group in models sidecar frontend; do $(EXPORT) --only-group $$group -o requirements/$$group.txt; done
 
 clean:
 	rm -rf $(VENV) .bentoml .pytest_cache

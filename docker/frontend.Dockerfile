@@ -10,8 +10,8 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     TIKKA_API_URL=http://tikka-backend:8000
 
 WORKDIR /app
-COPY requirements-frontend.txt constraints.txt ./
-RUN pip install --no-cache-dir -r requirements-frontend.txt -c constraints.txt \
+COPY requirements/frontend.txt ./requirements.txt
+RUN pip install --no-cache-dir --no-deps -r requirements.txt \
     && useradd --create-home --uid 10001 streamlit
 COPY frontend/ ./frontend/
 

