@@ -150,13 +150,13 @@ def offline_ceiling(model_path: str, photos: list[bytes], seconds: float) -> dic
                     count += batch
                 results.append({"runtime": runtime, "threads": threads, "batch": batch,
                                 "ips": count / (time.perf_counter() - started)})
-    classifier = load_classifier(model_path, "openvino", "cpu")
+    classifier = load_classifier(model_path, "auto", "cpu")  # the runtime the Bento serves, chosen as it does
     timings = []
     for n in range(60):
         started = time.perf_counter()
         classifier.predict_proba(prepare(photos[n % len(photos)])[None])
         timings.append(time.perf_counter() - started)
-    best = max((r for r in results if r["runtime"] == "openvino"), key=lambda r: r["ips"])
+    best = max((r for r in results if r["runtime"] == classifier.runtime), key=lambda r: r["ips"])
     return {"best": best, "all": results, "per_image_ms": statistics.median(timings) * 1000}
 
 
@@ -318,7 +318,7 @@ def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, fron
                      f" | {sum(x['errors'] for x in runs[key])} | {sum(x['requests'] for x in runs[key])} |")
     best = ceiling["best"]
     lines += [
-        f"| (e) offline ceiling (OpenVINO, batch {best['batch']}, {best['threads']} runtime threads + 1 decode thread) | {e:.1f} img/s | | | | | |",
+        f"| (e) offline ceiling ({best['runtime']}, batch {best['batch']}, {best['threads']} runtime threads + 1 decode thread) | {e:.1f} img/s | | | | | |",
         "",
         "Each round, req/s: " + "; ".join(f"({k}) " + ", ".join(f"{x['rps']:.1f}" for x in runs[k]) for k in SERVED),
         "",
@@ -355,7 +355,7 @@ def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, fron
         "## Offline ceiling by split (img/s)",
         "",
         "Decode and preprocessing in one thread, the model on the previous batch in the other;"
-        " (e) is the best OpenVINO row (the served runtime).",
+        f" (e) is the best {ceiling['best']['runtime']} row (the runtime the Bento chose here).",
         "",
         "| runtime | runtime threads | batch | img/s |",
         "|---|---|---|---|",

@@ -4,7 +4,7 @@
 request, a full decode, the checkpoint's own processor and a torch forward
 pass. ``BENCH_PIPELINE=lean`` is the strongest simple alternative a user could
 write: the same server with the Bento's input path (draft decode, uint8
-geometry) and runtime (the exported graph on OpenVINO), one image per call.
+geometry) and runtime (the exported graph on the runtime the Bento would choose), one image per call.
 
     BENCH_MODEL_PATH=<store path> BENCH_PIPELINE=lean uvicorn benchmarks.fastapi_server:app --port 8001
 """
@@ -45,7 +45,7 @@ if PIPELINE == "stock":
 
 else:
     spec = Checkpoint.read(MODEL_PATH).input_spec
-    classifier = load_classifier(MODEL_PATH, "openvino")
+    classifier = load_classifier(MODEL_PATH, "auto")  # as the Bento chooses (TIKKA_RUNTIME=auto)
     labels = classifier.labels
 
     def classify(data: bytes) -> np.ndarray:

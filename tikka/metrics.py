@@ -54,6 +54,19 @@ BUILD_INFO = Gauge(
     labelnames=["git_sha", "model_tag"],
     multiprocess_mode="max",
 )
+RUNTIME_INFO = Gauge(
+    "tikka_runtime_info",
+    "1, labelled with what runs the classifier: the runtime, its device, and whether it was"
+    " measured fastest at start-up (TIKKA_RUNTIME=auto) or configured.",
+    labelnames=["runtime", "device", "chosen"],
+    multiprocess_mode="max",
+)
+RUNTIME_CANDIDATE_SECONDS = Gauge(
+    "tikka_runtime_candidate_seconds",
+    "Median seconds per image of each candidate runtime, timed at start-up (TIKKA_RUNTIME=auto).",
+    labelnames=["runtime"],
+    multiprocess_mode="max",
+)
 START_TIME = Gauge(
     "tikka_start_time_seconds",
     "Unix time the gateway started (for uptime).",

@@ -15,7 +15,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
 import anyio
@@ -105,6 +105,15 @@ class Classifier:
         )
         with metrics.INFERENCE_SECONDS.labels(method="warmup").time():
             self.model.warm_up()
+        self.runtime_info = {
+            "runtime": self.model.runtime,
+            "device": str(self.model.device),
+            "chosen": "measured" if self.model.timings else "configured",
+            "candidates_ms": {name: round(s * 1000, 2) for name, s in (self.model.timings or {}).items()},
+        }
+        metrics.RUNTIME_INFO.labels(self.model.runtime, str(self.model.device), self.runtime_info["chosen"]).set(1)
+        for name, seconds in (self.model.timings or {}).items():
+            metrics.RUNTIME_CANDIDATE_SECONDS.labels(name).set(seconds)
         self.ready = True
 
     def __is_ready__(self) -> bool:
@@ -124,6 +133,11 @@ class Classifier:
         """
         with metrics.INFERENCE_SECONDS.labels(method="classify").time():
             return self.model.predict_proba(pixels)
+
+    @bentoml.api
+    def runtime(self) -> dict[str, Any]:
+        """What runs the model, and each candidate's start-up timing (for the gateway's /)."""
+        return self.runtime_info
 
     @bentoml.api
     def explain(self, pixels: np.ndarray) -> RawExplanation:
@@ -169,6 +183,7 @@ class Gateway:
         api_app.state.model_tag = self.model_tag
         api_app.state.git_sha = settings.git_sha
         api_app.state.llm = self.llm
+        api_app.state.classifier_runtime = self._classifier_runtime
         metrics.BUILD_INFO.labels(git_sha=settings.git_sha, model_tag=self.model_tag).set(1)
         metrics.START_TIME.set(time.time())
         metrics.report_resident_memory("Gateway")
@@ -196,6 +211,13 @@ class Gateway:
             return await probe(timeout=self.settings.readiness_timeout_s)
         except Exception:  # refused, reset, unresolvable: not ready, whatever the cause
             return False
+
+    async def _classifier_runtime(self) -> dict[str, Any] | None:
+        """The classifier's runtime, for the banner; None while it cannot say."""
+        try:
+            return await call_classifier(lambda: self.classifier.to_async.runtime(), self.settings.readiness_timeout_s)
+        except ServiceError:
+            return None
 
     async def _decode(self, image: ImageUpload):
         """Validate, decode, resize and crop, in worker threads (CPU-bound): first the header's

@@ -78,12 +78,13 @@ class Settings(BaseSettings):
     git_sha: str = Field(
         "unknown", description="The commit the Bento was built from (a build argument; shown in / and tikka_build_info)."
     )
-    runtime: Literal["openvino", "onnxruntime", "torch"] = Field(
-        "openvino",
+    runtime: Literal["auto", "openvino", "onnxruntime", "torch"] = Field(
+        "auto",
         description=(
             "What runs the classifier: the ONNX graph exported at import time on OpenVINO or"
-            " ONNX Runtime (fp32, outputs equal to torch within 1e-5), or torch. A checkpoint"
-            " that did not export is served with torch whatever this says."
+            " ONNX Runtime (fp32, outputs equal to torch within 1e-5), or torch. auto times both"
+            " graph runtimes at start-up and serves the faster (shown in / and tikka_runtime_info)."
+            " A checkpoint that did not export is served with torch whatever this says."
         ),
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(

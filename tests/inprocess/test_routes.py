@@ -132,6 +132,7 @@ def test_health_banner_and_probes(client):
     banner = client.get("/").json()
     assert banner["status"] == "ok" and banner["model"].startswith("food-classifier:")
     assert banner["git_sha"] == "unknown"  # a Bento built by make build or bento-release names its commit
+    assert banner["runtime"]["runtime"] in ("openvino", "onnxruntime")
     assert client.get("/livez").status_code == 200
     assert client.get("/readyz").status_code == 200
 

@@ -251,6 +251,14 @@ def test_health_and_banner_served(bento):
     assert httpx.get(f"{bento}/livez").status_code == 200
     metrics = httpx.get(f"{bento}/metrics").text
     assert helpers.metric_value(metrics, "tikka_build_info", model_tag=banner["model"], git_sha="unknown") == 1
+    # TIKKA_RUNTIME=auto (the default): both graph runtimes were timed, the faster serves.
+    runtime = banner["runtime"]
+    assert runtime["chosen"] == "measured" and set(runtime["candidates_ms"]) == {"openvino", "onnxruntime"}
+    assert runtime["candidates_ms"][runtime["runtime"]] == min(runtime["candidates_ms"].values())
+    assert helpers.metric_value(metrics, "tikka_runtime_info", runtime=runtime["runtime"], chosen="measured") == 1
+    for name, ms in runtime["candidates_ms"].items():
+        seconds = helpers.metric_value(metrics, "tikka_runtime_candidate_seconds", runtime=name)
+        assert seconds * 1000 == pytest.approx(ms, abs=0.01)
 
 
 def test_unknown_paths_share_one_metrics_label(bento, photo):

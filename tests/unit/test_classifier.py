@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +20,7 @@ from tikka.model.checkpoint import Checkpoint
 from tikka.model.imaging import decode_upload
 from tikka.model.labels import FOOD_CLASSES
 from tikka.model.runtime import (
+    GRAPH_RUNTIMES,
     GraphClassifier,
     TorchClassifier,
     load_classifier,
@@ -152,3 +154,29 @@ def test_device_selection_honours_the_setting_and_falls_back_to_cpu():
 def test_warm_up_runs_a_real_inference(classifiers, runtime):
     classifiers[runtime].warm_up()
     assert classifiers[runtime].input_spec.height == 224
+
+
+def test_auto_serves_the_runtime_it_measured_fastest(default_model):
+    chosen = load_classifier(default_model.path, "auto", "cpu")
+    assert set(chosen.timings) == set(GRAPH_RUNTIMES)
+    assert chosen.timings[chosen.runtime] == min(chosen.timings.values())
+
+
+@pytest.mark.parametrize("slowed", GRAPH_RUNTIMES)
+def test_auto_serves_the_other_runtime_when_one_is_made_slower(default_model, monkeypatch, slowed):
+    """Each candidate made the slower in turn: its calls take 200 ms more (an injected
+    delay, the one way to make a real runtime slower on demand; far above this model's
+    few milliseconds, even on a busy machine). The other is served."""
+    real = GraphClassifier.predict_proba
+
+    def predict_proba(self, pixels):
+        if self.runtime == slowed:
+            time.sleep(0.2)
+        return real(self, pixels)
+
+    monkeypatch.setattr(GraphClassifier, "predict_proba", predict_proba)
+    chosen = load_classifier(default_model.path, "auto", "cpu")
+    (faster,) = set(GRAPH_RUNTIMES) - {slowed}
+    assert chosen.runtime == faster and chosen.timings[slowed] > chosen.timings[faster] + 0.1
+    spec = chosen.input_spec
+    assert chosen.predict_proba(np.zeros((1, spec.height, spec.width, 3), np.uint8)).shape == (1, len(chosen.labels))

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import re
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
@@ -50,12 +51,21 @@ api_app.state.model_tag = "not loaded"
 api_app.state.git_sha = "unknown"
 
 
+async def _no_classifier() -> None:
+    return None
+
+
+api_app.state.classifier_runtime = _no_classifier
+
+
 @api_app.get("/", summary="Status banner")
-async def banner(request: Request) -> dict[str, str]:
+async def banner(request: Request) -> dict[str, Any]:
+    """`runtime`: what runs the model, and how it was chosen (null while the classifier cannot say)."""
     return {
         "service": SERVICE_NAME,
         "status": "ok",
         "model": request.app.state.model_tag,
+        "runtime": await request.app.state.classifier_runtime(),
         "git_sha": request.app.state.git_sha,
         "predict": "POST /predict (multipart field 'image')",
         "docs": "/docs",

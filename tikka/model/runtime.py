@@ -11,7 +11,9 @@ export, and is imported only then.
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -45,12 +47,15 @@ def select_device(preference: str = "auto"):
 GRAPH_RUNTIMES = ("openvino", "onnxruntime")
 
 
-def load_classifier(model_path: str | Path, runtime: str = "openvino", device: str = "auto",
+def load_classifier(model_path: str | Path, runtime: str = "auto", device: str = "auto",
                     threads: int | None = None) -> GraphClassifier | TorchClassifier:
-    """The configured runtime, or torch (with a log line) for a checkpoint that has no ONNX export."""
+    """The configured runtime (``auto``: the fastest graph runtime, measured here), or torch
+    (with a log line) for a checkpoint that has no ONNX export."""
     model_path = Path(model_path)
-    if runtime in GRAPH_RUNTIMES:
+    if runtime in ("auto", *GRAPH_RUNTIMES):
         if (model_path / ONNX_FILE).is_file():
+            if runtime == "auto":
+                return fastest_graph_runtime(model_path, GRAPH_RUNTIMES, device, threads)
             return GraphClassifier(model_path, runtime, device, threads)
         logger.warning(
             "%s has no %s (its architecture did not export): serving it with torch", model_path, ONNX_FILE
@@ -65,10 +70,44 @@ def load_classifier(model_path: str | Path, runtime: str = "openvino", device: s
     return TorchClassifier(model_path, device, threads)
 
 
+def fastest_graph_runtime(model_path: Path, candidates: tuple[str, ...], device: str = "auto",
+                          threads: int | None = None, runs: int = 5, budget_s: float = 3.0) -> GraphClassifier:
+    """Each candidate loaded in turn and timed on one image; the fastest is kept.
+
+    Which runtime wins depends on the CPU and on the model (OpenVINO by far on
+    EfficientNet-Lite0; on SigLIP-B/16 with AVX2 only, the two are close:
+    benchmarks/REPORT.md), so it is measured where the classifier serves. One
+    candidate is in memory besides the best so far; each gets ``runs`` timed calls,
+    fewer where they pass ``budget_s``. The timings stay on the result (``timings``).
+    """
+    spec = Checkpoint.read(model_path).input_spec
+    image = np.random.default_rng(0).integers(0, 256, (1, spec.height, spec.width, 3), dtype=np.uint8)
+    best: GraphClassifier | None = None
+    timings: dict[str, float] = {}
+    for runtime in candidates:
+        classifier = GraphClassifier(model_path, runtime, device, threads)
+        classifier.predict_proba(image)  # lazy initialisation is not speed
+        seconds: list[float] = []
+        deadline = time.perf_counter() + budget_s
+        while len(seconds) < runs and (len(seconds) < 2 or time.perf_counter() < deadline):
+            started = time.perf_counter()
+            classifier.predict_proba(image)
+            seconds.append(time.perf_counter() - started)
+        timings[runtime] = statistics.median(seconds)
+        if best is None or timings[runtime] < timings[best.runtime]:
+            best = classifier
+    assert best is not None, "no candidate runtime"
+    best.timings = timings
+    logger.info("runtime chosen by measurement: %s (median ms per image: %s)", best.runtime,
+                ", ".join(f"{name} {value * 1000:.1f}" for name, value in timings.items()))
+    return best
+
+
 class _Classifier:
     """What both runtimes share: the checkpoint's config, labels and input geometry."""
 
     runtime: str
+    timings: dict[str, float] | None = None  # each candidate's seconds per image, where measured
 
     def __init__(self, model_path: Path):
         self.model_path = model_path
