@@ -20,9 +20,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import platform
-import re
 import statistics
 import sys
 import tempfile
@@ -43,26 +40,13 @@ from benchmarks.bench import (  # noqa: E402
 from benchmarks.photos import ensure_photos  # noqa: E402
 from models.build_production_architecture import TAG  # noqa: E402
 from tests.helpers import served_bento  # noqa: E402
+from tikka.model.cpu import cpu_label  # noqa: E402
 
 SERVED = {
     "a": "FastAPI, torch + transformers processor per request (replaced server)",
     "b": "FastAPI, the Bento's runtime and input path",
     "d": "Bento as shipped",
 }
-# The instruction sets that decide which precisions can pay (bf16, int8 dot products).
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8",
-         "asimddp", "bf16", "i8mm", "sve", "sve2")
-
-
-def cpu_label() -> str:
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
-    model = re.search(r"^(?:model name|Model|CPU part)\s*:\s*(.+)$", info, re.MULTILINE)
-    flags = set(re.findall(r"^(?:flags|Features)\s*:\s*(.+)$", info, re.MULTILINE)[0].split()) if info else set()
-    present = [flag for flag in FLAGS if flag in flags]
-    return (f"{model.group(1).strip() if model else platform.processor() or platform.machine()},"
-            f" {os.cpu_count()} CPUs; flags: {', '.join(present) or 'none of ' + ', '.join(FLAGS)}")
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=f"{TAG}:latest")

@@ -57,6 +57,7 @@ from tikka.http.stack import HTTPStack
 from tikka.http.upload_guard import ImageUpload
 from tikka.llm.client import GenerateResponse, LLMClient, Task, complete, dish_prompt, stream_ndjson
 from tikka.model.checkpoint import Checkpoint
+from tikka.model.cpu import cpu_label
 from tikka.model.explain import render_overlay
 from tikka.model.imaging import decode_upload, decoding_cost
 from tikka.model.runtime import load_classifier, top_k_labels
@@ -110,6 +111,7 @@ class Classifier:
             "device": str(self.model.device),
             "chosen": "measured" if self.model.timings else "configured",
             "candidates_ms": {name: round(s * 1000, 2) for name, s in (self.model.timings or {}).items()},
+            "cpu": cpu_label(),
         }
         metrics.RUNTIME_INFO.labels(self.model.runtime, str(self.model.device), self.runtime_info["chosen"]).set(1)
         for name, seconds in (self.model.timings or {}).items():

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import platform
 
 import httpx
 import pytest
@@ -255,6 +256,7 @@ def test_health_and_banner_served(bento):
     runtime = banner["runtime"]
     assert runtime["chosen"] == "measured" and set(runtime["candidates_ms"]) == {"openvino", "onnxruntime"}
     assert runtime["candidates_ms"][runtime["runtime"]] == min(runtime["candidates_ms"].values())
+    assert platform.machine() in runtime["cpu"]
     assert helpers.metric_value(metrics, "tikka_runtime_info", runtime=runtime["runtime"], chosen="measured") == 1
     for name, ms in runtime["candidates_ms"].items():
         seconds = helpers.metric_value(metrics, "tikka_runtime_candidate_seconds", runtime=name)

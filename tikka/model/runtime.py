@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from tikka.model.checkpoint import ONNX_FILE, Checkpoint
+from tikka.model.cpu import cpu_label
 from tikka.model.explain import Explanation, attention_shape
 from tikka.model.imaging import InputSpec
 from tikka.settings import available_cpus
@@ -98,7 +99,7 @@ def fastest_graph_runtime(model_path: Path, candidates: tuple[str, ...], device:
             best = classifier
     assert best is not None, "no candidate runtime"
     best.timings = timings
-    logger.info("runtime chosen by measurement: %s (median ms per image: %s)", best.runtime,
+    logger.info("runtime chosen by measurement on %s: %s (median ms per image: %s)", cpu_label(), best.runtime,
                 ", ".join(f"{name} {value * 1000:.1f}" for name, value in timings.items()))
     return best
 
