@@ -179,6 +179,24 @@ def worker_rss(url: str) -> dict[str, int]:
     return {f"{role(p)}:{p.pid}": p.memory_info().rss for p in children if p.is_running()}
 
 
+def worker_usage(url: str) -> dict[str, tuple[float, int]]:
+    """CPU seconds and peak RSS (bytes) of each worker of a served Bento, by role and pid,
+    then each worker's peak reset (Linux: /proc/PID/clear_refs 5, VmHWM back to the
+    current RSS), so that the next call sees the peak of what ran in between."""
+    import psutil
+
+    usage = {}
+    for name, _ in worker_rss(url).items():
+        pid = int(name.rsplit(":", 1)[1])
+        with contextlib.suppress(psutil.Error, OSError):
+            times = psutil.Process(pid).cpu_times()
+            status = Path(f"/proc/{pid}/status").read_text()
+            peak = int(re.search(r"^VmHWM:\s+(\d+) kB", status, re.MULTILINE).group(1)) * 1024
+            usage[name] = (times.user + times.system, peak)
+            Path(f"/proc/{pid}/clear_refs").write_text("5")
+    return usage
+
+
 def wait_ready(
     url: str, process: subprocess.Popen, log_path: Path | None, timeout: float, path: str = "/readyz"
 ) -> None:

@@ -210,6 +210,8 @@ def test_the_hostile_corpus_three_times_every_status_expected_no_crash_no_growth
     workers = helpers.worker_rss(url)
     rss: list[dict[str, int]] = []
     observed: dict[str, list[int]] = {case.name: [] for case in cases}
+    cpu_s: dict[str, list[float]] = {case.name: [] for case in cases}
+    peak_mb: dict[str, dict[str, float]] = {case.name: {} for case in cases}
     for _ in range(PASSES):
         # The slow upload (chunks 1 s apart for 20 s, each gap under the idle timeout)
         # runs beside the rest of the pass.
@@ -217,7 +219,14 @@ def test_the_hostile_corpus_three_times_every_status_expected_no_crash_no_growth
         slow_thread = threading.Thread(target=lambda out=slow: out.append(slow_upload(url)))
         slow_thread.start()
         for case in cases:
+            before = helpers.worker_usage(url)
             observed[case.name].append(case.send(url))
+            after = helpers.worker_usage(url)
+            cpu_s[case.name].append(sum(after[w][0] - before[w][0] for w in after if w in before))
+            for worker in after:  # how far above its resident size at the start each worker peaked
+                role = worker.split(":")[0]
+                above = max(0, after[worker][1] - before.get(worker, after[worker])[1]) / 2**20
+                peak_mb[case.name][role] = max(peak_mb[case.name].get(role, 0.0), above)
         slow_thread.join()
         assert httpx.get(f"{url}/readyz").status_code == 200
         rss.append(helpers.worker_rss(url))
@@ -225,14 +234,28 @@ def test_the_hostile_corpus_three_times_every_status_expected_no_crash_no_growth
     wrong = {name: statuses for name, statuses in observed.items() if not set(statuses) <= expected[name]}
     assert not wrong, f"unexpected statuses: {wrong}"
     assert set(rss[-1]) == set(workers), f"a worker was replaced (crashed): {sorted(workers)} -> {sorted(rss[-1])}"
+    highest = max((peak, name) for name, peaks in peak_mb.items() for peak in peaks.values())
+    assert highest[0] < DECODE_MEMORY / 2**20, f"a case took a worker past the decode budget: {highest}"
     growth = {worker: rss[-1][worker] - rss[0][worker] for worker in workers}
     assert max(growth.values()) < RSS_GROWTH_LIMIT, f"RSS growth from pass 1 to pass {PASSES}: {growth}"
     mb = 1024 * 1024
+    def usage(name: str) -> dict[str, str]:
+        if name not in cpu_s:  # the slow upload, which runs beside the others
+            return {"CPU s (max of passes)": "", "peak RSS above start, MB (gateway / classifier)": ""}
+        peaks = peak_mb[name]
+        return {"CPU s (max of passes)": f"{max(cpu_s[name]):.2f}",
+                "peak RSS above start, MB (gateway / classifier)":
+                    f"{peaks.get('tikka', 0):.1f} / {peaks.get('classifier', 0):.1f}"}
+
     records.record("hostile_inputs", [
         {"case": name, "kind": next((c.kind for c in cases if c.name == name), "body"),
-         "expected": "/".join(map(str, sorted(expected[name]))), "observed": ", ".join(map(str, statuses))}
+         "expected": "/".join(map(str, sorted(expected[name]))), "observed": ", ".join(map(str, statuses)),
+         **usage(name)}
         for name, statuses in observed.items()
-    ], inputs_tried=sum(map(len, observed.values())), passes=PASSES,
+    ], cpu_and_peaks="all workers' CPU seconds during the case, and each worker's peak resident size"
+        " above its size when the case began (VmHWM, reset before each case); the slow upload runs"
+        " beside every case, so each figure includes a share of it",
+        inputs_tried=sum(map(len, observed.values())), passes=PASSES,
         worker_rss_mb_after_each_pass={w: [round(r[w] / mb) for r in rss] for w in workers},
         rss_growth_pass_1_to_3_mb={w: round(g / mb, 1) for w, g in growth.items()},
         workers_replaced=0)

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import logging
 import statistics
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -71,37 +74,60 @@ def load_classifier(model_path: str | Path, runtime: str = "auto", device: str =
     return TorchClassifier(model_path, device, threads)
 
 
-def fastest_graph_runtime(model_path: Path, candidates: tuple[str, ...], device: str = "auto",
-                          threads: int | None = None, runs: int = 5, budget_s: float = 3.0) -> GraphClassifier:
-    """Each candidate loaded in turn and timed on one image; the fastest is kept.
+def fastest_graph_runtime(model_path: str | Path, candidates: tuple[str, ...], device: str = "auto",
+                          threads: int | None = None, timer: Callable[..., float | None] | None = None
+                          ) -> GraphClassifier:
+    """Each candidate timed on one image, each in a process of its own; the fastest is served.
 
     Which runtime wins depends on the CPU and on the model (OpenVINO by far on
-    EfficientNet-Lite0; on SigLIP-B/16 with AVX2 only, the two are close:
-    benchmarks/REPORT.md), so it is measured where the classifier serves. One
-    candidate is in memory besides the best so far; each gets ``runs`` timed calls,
-    fewer where they pass ``budget_s``. The timings stay on the result (``timings``).
+    EfficientNet-Lite0; on SigLIP-B/16 the two are close: benchmarks/REPORT*.md), so
+    it is measured where the classifier serves. In a child process because a runtime
+    can crash on a CPU it mis-detects (ONNX Runtime 1.31 segfaulted under QEMU's arm64
+    emulation): a candidate that dies is left out, with a log line, and the classifier
+    lives on. Only the winner is loaded here, so one model is in memory at a time.
+    ``timer(model_path, runtime, device, threads)`` gives seconds per image, or None.
     """
-    spec = Checkpoint.read(model_path).input_spec
-    image = np.random.default_rng(0).integers(0, 256, (1, spec.height, spec.width, 3), dtype=np.uint8)
-    best: GraphClassifier | None = None
-    timings: dict[str, float] = {}
-    for runtime in candidates:
-        classifier = GraphClassifier(model_path, runtime, device, threads)
-        classifier.predict_proba(image)  # lazy initialisation is not speed
-        seconds: list[float] = []
-        deadline = time.perf_counter() + budget_s
-        while len(seconds) < runs and (len(seconds) < 2 or time.perf_counter() < deadline):
-            started = time.perf_counter()
-            classifier.predict_proba(image)
-            seconds.append(time.perf_counter() - started)
-        timings[runtime] = statistics.median(seconds)
-        if best is None or timings[runtime] < timings[best.runtime]:
-            best = classifier
-    assert best is not None, "no candidate runtime"
+    model_path, timer = Path(model_path), timer or time_in_child_process
+    timings = {runtime: seconds for runtime in candidates
+               if (seconds := timer(model_path, runtime, device, threads)) is not None}
+    if not timings:
+        raise RuntimeError(f"no runtime could run {model_path.name}: {', '.join(candidates)} all failed")
+    best = GraphClassifier(model_path, min(timings, key=timings.__getitem__), device, threads)
     best.timings = timings
     logger.info("runtime chosen by measurement on %s: %s (median ms per image: %s)", cpu_label(), best.runtime,
                 ", ".join(f"{name} {value * 1000:.1f}" for name, value in timings.items()))
     return best
+
+
+def time_in_child_process(model_path: Path, runtime: str, device: str, threads: int | None,
+                          timeout_s: float = 300) -> float | None:
+    """`python -m tikka.model.runtime <model> <runtime> <device> <threads>`; None if it failed."""
+    command = [sys.executable, "-m", "tikka.model.runtime", str(model_path), runtime, device,
+               str(threads or available_cpus())]
+    try:
+        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        logger.warning("runtime %s: no timing in %d s; left out", runtime, timeout_s)
+        return None
+    if done.returncode != 0:
+        logger.warning("runtime %s failed to run %s (exit %d), left out: %s", runtime, model_path.name,
+                       done.returncode, done.stderr.strip().splitlines()[-1:] or "no message")
+        return None
+    return float(done.stdout.split()[-1])
+
+
+def seconds_per_image(classifier: _Classifier, runs: int = 5, budget_s: float = 3.0) -> float:
+    """Median of up to ``runs`` timed calls on one image (at least 2; fewer past ``budget_s``)."""
+    spec = classifier.input_spec
+    image = np.random.default_rng(0).integers(0, 256, (1, spec.height, spec.width, 3), dtype=np.uint8)
+    classifier.predict_proba(image)  # lazy initialisation is not speed
+    seconds: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(seconds) < runs and (len(seconds) < 2 or time.perf_counter() < deadline):
+        started = time.perf_counter()
+        classifier.predict_proba(image)
+        seconds.append(time.perf_counter() - started)
+    return statistics.median(seconds)
 
 
 class _Classifier:
@@ -144,8 +170,10 @@ class GraphClassifier(_Classifier):
         threads = threads or available_cpus()
         if runtime == "openvino":
             self._run, self.outputs, self.device = _openvino(model_path / ONNX_FILE, device, threads)
-        else:
+        elif runtime == "onnxruntime":
             self._run, self.outputs, self.device = _onnxruntime(model_path / ONNX_FILE, device, threads)
+        else:
+            raise ValueError(f"no graph runtime {runtime!r}: {', '.join(GRAPH_RUNTIMES)}")
         logger.info("loaded %s (%d classes) on %s, %s, %d inference threads",
                     model_path.name, len(self.labels), runtime, self.device, threads)
 
@@ -285,3 +313,8 @@ def top_k_labels(probabilities: np.ndarray, labels: list[str], k: int) -> dict[s
     k = min(k, len(labels))
     order = np.argsort(-probabilities, kind="stable")[:k]
     return {labels[i]: round(float(probabilities[i]), 3) for i in order}
+
+
+if __name__ == "__main__":  # time_in_child_process: prints one runtime's seconds per image
+    model, runtime, device, threads = sys.argv[1:5]
+    print(seconds_per_image(GraphClassifier(Path(model), runtime, device, int(threads))))
