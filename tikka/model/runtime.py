@@ -80,8 +80,8 @@ def fastest_graph_runtime(model_path: str | Path, candidates: tuple[str, ...], d
     """Each candidate timed on one image, each in a process of its own; the fastest is served.
 
     Which runtime wins depends on the CPU and on the model (OpenVINO by far on
-    EfficientNet-Lite0; on SigLIP-B/16 the two are close: benchmarks/REPORT*.md), so
-    it is measured where the classifier serves. In a child process because a runtime
+    EfficientNet-Lite0 here, benchmarks/REPORT.md; nothing says it also does on
+    SigLIP-B/16 or on Axion), so it is measured where the classifier serves. In a child process because a runtime
     can crash on a CPU it mis-detects (ONNX Runtime 1.31 segfaulted under QEMU's arm64
     emulation): a candidate that dies is left out, with a log line, and the classifier
     lives on. Only the winner is loaded here, so one model is in memory at a time.
