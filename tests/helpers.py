@@ -266,6 +266,19 @@ def pixel_bomb_png(width: int, height: int) -> bytes:
     return encode(Image.new("1", (width, height), 0), "PNG", optimize=True)
 
 
+def progressive_jpeg_bomb(side: int, scans: int = 90, quality: int = 5) -> bytes:
+    """A side x side progressive JPEG whose scans are repeated up to ``scans``: each scan
+    revisits every block, so the decode costs ~scans/10 times a photo of its size. Noise
+    at 1/8 scale, upscaled: incompressible enough that the scans are not trivial."""
+    import numpy as np
+
+    noise = np.random.default_rng(side).integers(0, 256, (side // 8, side // 8, 3), dtype=np.uint8)
+    photo = encode(Image.fromarray(noise).resize((side, side), Image.Resampling.BILINEAR), "JPEG",
+                   progressive=True, quality=quality)
+    first_scan = photo.index(b"\xff\xda")
+    return photo[:first_scan] + photo[first_scan:-2] * (scans // photo.count(b"\xff\xda")) + b"\xff\xd9"
+
+
 def png_text_bomb() -> bytes:
     """A tiny PNG whose compressed text chunk inflates past PIL's 1 MB limit."""
     from PIL import PngImagePlugin

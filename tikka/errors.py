@@ -142,6 +142,13 @@ class ImageTooLarge(ServiceError):
     example = "the image has 100000000 pixels; the limit is 40000000"
 
 
+class ImageTooCostly(ImageTooLarge):
+    """An image whose decode took more CPU than `TIKKA_DECODE_CPU_S` (a progressive JPEG whose scans each revisit every pixel, say): the decode is stopped there."""
+
+    error = "image_too_costly"
+    example = "decoding the image took more than 1 s of CPU, the limit; it was stopped there"
+
+
 class UnsupportedMediaType(ServiceError):
     """A file declared as a non-image type (`text/plain`, say), a body that is not multipart, or a form sent to an LLM route."""
 
@@ -174,7 +181,7 @@ class InvalidPrompt(InvalidRequest):
 
 
 class TooManyRequests(ServiceError):
-    """More than `TIKKA_MAX_CONCURRENCY` requests in flight, bodies past `TIKKA_MAX_BUFFERED_BODY_BYTES` being received at once, no room in the decode memory budget within `TIKKA_DECODE_MEMORY_WAIT_S`, or a client past its rate limit (`TIKKA_RATE_LIMIT_PER_S`); probes and `/metrics` are never shed or limited."""
+    """More than `TIKKA_MAX_CONCURRENCY` requests in flight, bodies past `TIKKA_MAX_BUFFERED_BODY_BYTES` being received at once, no room in the decode memory budget or no turn for a costly decode (`TIKKA_COSTLY_DECODES`) within `TIKKA_DECODE_MEMORY_WAIT_S`, or a client past its rate limit (`TIKKA_RATE_LIMIT_PER_S`); probes and `/metrics` are never shed or limited."""
 
     status_code = 429
     error = "too_many_requests"

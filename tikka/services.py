@@ -44,7 +44,7 @@ from tikka.http.api import ENTRY_SERVICE, api_app
 from tikka.http.errors import outer_error, render
 from tikka.http.internal import GatewayOnly, bearer
 from tikka.http.openapi import public_openapi
-from tikka.http.overload import DecodeMemory
+from tikka.http.overload import CostlyDecodes, DecodeMemory
 from tikka.http.routes import API_PREFIX, VERSIONED_PATHS
 from tikka.http.schemas import (
     DishRequest,
@@ -180,6 +180,9 @@ class Gateway:
         self.model_tag = str(self.model_ref.tag)
         self.decode_limiter = anyio.CapacityLimiter(settings.decode_threads)
         self.decode_memory = DecodeMemory(settings.decode_memory_bytes, settings.decode_memory_wait_s)
+        self.costly_decodes = CostlyDecodes(
+            settings.costly_decodes, settings.costly_decode_pixels, settings.decode_memory_wait_s
+        )
         if settings.internal_token:
             authenticate_dependency(self.classifier, bearer(settings.internal_token))
         api_app.state.model_tag = self.model_tag
@@ -223,20 +226,21 @@ class Gateway:
 
     async def _decode(self, image: ImageUpload):
         """Validate, decode, resize and crop, in worker threads (CPU-bound): first the header's
-        cost, then the pixels once that cost fits in the decode memory budget."""
+        cost, then the pixels once that cost fits in the decode memory budget and, for a
+        costly image, once it is its turn; the decode itself stops at its CPU budget."""
         draft = self.input_spec.draft_size if self.settings.jpeg_draft_decode else None
         limits = {"max_pixels": self.settings.max_image_pixels, "draft_size": draft}
-        cost, opened = await anyio.to_thread.run_sync(
+        cost = await anyio.to_thread.run_sync(
             lambda: decoding_cost(image.data, **limits), limiter=self.decode_limiter
         )
-        async with self.decode_memory.hold(cost):
+        async with self.decode_memory.hold(cost.memory_bytes), self.costly_decodes.turn(cost.pixel_passes):
             return await anyio.to_thread.run_sync(
-                lambda: self._decode_bytes(image.data, limits, opened), limiter=self.decode_limiter
+                lambda: self._decode_bytes(image.data, limits, cost.opened), limiter=self.decode_limiter
             )
 
     def _decode_bytes(self, data: bytes, limits: dict, opened):
         with metrics.DECODE_SECONDS.time():
-            decoded = decode_upload(data, **limits, opened=opened)
+            decoded = decode_upload(data, **limits, opened=opened, cpu_budget_s=self.settings.decode_cpu_s)
         return decoded, self.input_spec.preprocess(decoded)
 
     @bentoml.api(route="/predict")

@@ -158,7 +158,28 @@ class Settings(BaseSettings):
         ),
     )
     decode_memory_wait_s: float = Field(
-        10.0, ge=0, description="Longest an upload waits for room in that budget before a 429."
+        10.0, ge=0,
+        description="Longest an upload waits for room in that budget, or for a costly decode's turn, before a 429.",
+    )
+    decode_cpu_s: float = Field(
+        1.0, gt=0,
+        description=(
+            "CPU seconds one image's decode may take; past it the decode is stopped and the"
+            " client gets a 413. A 40 Mpx progressive JPEG photo took 0.54 s on a 2-core EPYC;"
+            " a progressive JPEG of 90 scans in 10 MB, 1.2-2.1 s."
+        ),
+    )
+    costly_decode_pixels: int = Field(
+        24_000_000, ge=1,
+        description=(
+            "Pixels times passes over them (a JPEG's scans) above which a decode is costly:"
+            " costly decodes take turns (TIKKA_COSTLY_DECODES at once), so a wave of them"
+            " leaves cores to photos. A 12 Mpx baseline JPEG is 12 million."
+        ),
+    )
+    costly_decodes: int = Field(
+        default_factory=lambda: max(1, available_cpus() // 2), ge=1,
+        description="Costly decodes at once (half the CPU quota's cores, at least one).",
     )
     jpeg_draft_decode: bool = Field(
         True,

@@ -5,7 +5,9 @@ no worker's memory may grow from the first pass to the third.
 
 from __future__ import annotations
 
+import collections
 import io
+import itertools
 import json
 import os
 import select
@@ -377,46 +379,134 @@ def test_answers_written_outside_the_middlewares_are_in_the_error_shape(hostile_
     assert httpx.get(f"{hostile_bento}/readyz").status_code == 200
 
 
-def test_a_wave_of_large_images_does_not_starve_photos(hostile_bento, photo):
-    """Large images that each fit the decode memory budget alone (an RGBA PNG of 1400 x 1400,
-    ~39 MB of 48) from 6 clients at once: they wait for each other; photos go beside them."""
-    url = hostile_bento
-    large = {"image": ("large.png", helpers.encode(Image.new("RGBA", (1400, 1400), (9, 9, 9, 9)), "PNG"), "image/png")}
-    pizza = {"image": ("pizza.jpg", photo("pizza.jpg"), "image/jpeg")}
+def timed_post(url: str, files: dict) -> tuple[int, float, str]:
+    """POST /predict: the status, the seconds it took and the error code (empty on success)."""
+    started = time.monotonic()
+    response = httpx.post(f"{url}/predict", files=files, timeout=60)
+    error = response.json().get("error", "") if response.status_code != 200 else ""
+    return response.status_code, time.monotonic() - started, error
 
-    def timed(files) -> tuple[int, float]:
-        started = time.monotonic()
-        status = httpx.post(f"{url}/predict", files=files, timeout=60).status_code
-        return status, time.monotonic() - started
 
-    idle = [timed(pizza)[1] for _ in range(10)]
+def wave_beside_photos(url: str, photo: bytes, attacks: list[dict], clients: int, photos: int = 40):
+    """Photos sent one after another while ``clients`` threads each send ``attacks`` in a loop.
+    Returns the photos' idle times, the photos' (status, seconds, error) during the wave,
+    and the attacks' (status, seconds, error)."""
+    pizza = {"image": ("pizza.jpg", photo, "image/jpeg")}
+    idle = [timed_post(url, pizza)[1] for _ in range(10)]
     stop = threading.Event()
-    wave: list[tuple[int, float]] = []
+    wave: list[tuple[int, float, str]] = []
 
-    def send_large() -> None:
-        while not stop.is_set():
-            wave.append(timed(large))
+    def attack() -> None:
+        for files in itertools.cycle(attacks):
+            if stop.is_set():
+                return
+            wave.append(timed_post(url, files))
 
-    senders = [threading.Thread(target=send_large) for _ in range(6)]
+    senders = [threading.Thread(target=attack) for _ in range(clients)]
     for sender in senders:
         sender.start()
-    during = [timed(pizza) for _ in range(40)]
+    during = [timed_post(url, pizza) for _ in range(photos)]
     stop.set()
     for sender in senders:
         sender.join()
+    return idle, during, wave
+
+
+def test_a_wave_of_large_images_does_not_starve_photos(hostile_bento, photo):
+    """Large images that each fit the decode memory budget alone (an RGBA PNG of 1400 x 1400,
+    ~39 MB of 48) from 6 clients at once: they wait for each other; photos go beside them."""
+    url, clients = hostile_bento, 6
+    large = {"image": ("large.png", helpers.encode(Image.new("RGBA", (1400, 1400), (9, 9, 9, 9)), "PNG"), "image/png")}
+    idle, during, wave = wave_beside_photos(url, photo("pizza.jpg"), [large], clients)
     workers = helpers.worker_rss(url)
 
-    assert all(status == 200 for status, _ in during), [s for s, _ in during]
-    assert {status for status, _ in wave} <= {200, 429}, {status for status, _ in wave}
-    assert sum(status == 200 for status, _ in wave) >= len(senders), "the large images were served too"
-    slowdown = statistics.median(t for _, t in during) / statistics.median(idle)
+    assert all(status == 200 for status, _, _ in during), [s for s, _, _ in during]
+    assert {status for status, _, _ in wave} <= {200, 429}, {status for status, _, _ in wave}
+    assert sum(status == 200 for status, _, _ in wave) >= clients, "the large images were served too"
+    slowdown = statistics.median(t for _, t, _ in during) / statistics.median(idle)
     assert slowdown <= 3, f"photos took {slowdown:.1f}x their idle time during the wave"
     records.record("hostile_inputs", [{
         "case": "6 clients sending 1400 x 1400 RGBA PNGs (~39 MB each to decode; budget 48 MB) beside photos",
         "kind": "memory wave",
         "expected": "photos 200 within 3x their idle median",
-        "observed": (f"photos: 40 x 200, median {1000 * statistics.median(t for _, t in during):.0f} ms"
+        "observed": (f"photos: 40 x 200, median {1000 * statistics.median(t for _, t, _ in during):.0f} ms"
                      f" against {1000 * statistics.median(idle):.0f} ms idle ({slowdown:.1f}x); large images:"
-                     f" {sum(s == 200 for s, _ in wave)} x 200, {sum(s == 429 for s, _ in wave)} x 429;"
+                     f" {sum(s == 200 for s, _, _ in wave)} x 200, {sum(s == 429 for s, _, _ in wave)} x 429;"
                      f" worker RSS after: {', '.join(f'{k} {v // 2**20} MB' for k, v in workers.items())}"),
     }], test="tests/reliability/test_hostile.py::memory_wave")
+
+
+# The CPU bombs: progressive JPEGs under the scan limit (90 scans), at the shipped upload and
+# pixel limits. The budget is lowered so that the smaller bomb, a costly decode that passes,
+# fits in it on a slow machine, and the larger one does not on a fast one.
+DECODE_CPU_S = 0.3
+
+
+@pytest.fixture(scope="module")
+def cpu_bento(default_model, tmp_path_factory):
+    with helpers.served_bento(tmp_path_factory.mktemp("cpu"), {"TIKKA_DECODE_CPU_S": str(DECODE_CPU_S)}) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def cpu_bombs() -> dict[str, bytes]:
+    """The size of a phone photo's JPEG and the largest the upload limit allows (~9 MB)."""
+    return {"2400 x 2400": helpers.progressive_jpeg_bomb(2400), "6000 x 6000": helpers.progressive_jpeg_bomb(6000)}
+
+
+def decode_cpu_s(data: bytes) -> float:
+    """The CPU a whole decode of ``data`` takes here, in process, as the gateway decodes it."""
+    from tikka.model.imaging import decode_upload
+
+    started = time.thread_time()
+    decode_upload(data, max_pixels=40_000_000, draft_size=448)
+    return time.thread_time() - started
+
+
+def test_a_cpu_bomb_is_stopped_at_its_decode_budget(cpu_bento, cpu_bombs):
+    """A 504 does not stop a decode running in a thread; the budget does: the gateway spends
+    its budget on the bomb, not the whole decode, and answers 413 ``image_too_costly``."""
+    bomb = cpu_bombs["6000 x 6000"]
+    whole = decode_cpu_s(bomb)
+    spent = []
+    for _ in range(3):
+        before = helpers.worker_usage(cpu_bento)
+        status, _, error = timed_post(cpu_bento, {"image": ("bomb.jpg", bomb, "image/jpeg")})
+        after = helpers.worker_usage(cpu_bento)
+        assert (status, error) == (413, "image_too_costly")
+        spent.append(sum(after[w][0] - before[w][0] for w in after if w.startswith("tikka") and w in before))
+    # The gateway's CPU for the request: the budget, plus reading and checking 9 MB, and
+    # what a 4 KB block of scans costs past it.
+    assert max(spent) < whole / 2, f"the gateway spent {spent} CPU s; the whole decode takes {whole:.2f} s"
+    records.record("hostile_inputs", [{
+        "case": f"progressive JPEG of 6000 x 6000 with 90 scans in {len(bomb) / 1e6:.1f} MB"
+                f" (a whole decode: {whole:.2f} CPU s here)",
+        "kind": "CPU bomb", "expected": f"413 image_too_costly, stopped at the {DECODE_CPU_S} s budget",
+        "observed": f"3 x 413; the gateway's CPU per request: {', '.join(f'{s:.2f}' for s in spent)} s",
+    }], test="tests/reliability/test_hostile.py::cpu_bomb")
+
+
+def test_a_cpu_bomb_wave_does_not_starve_photos(cpu_bento, cpu_bombs, photo):
+    """8 clients sending both bombs in turn (each a costly decode: the smaller one passes, the
+    larger one is stopped at the budget) beside photos: costly decodes take turns on half
+    the cores, so photos stay within 3x their idle time."""
+    url, clients = cpu_bento, 8
+    attacks = [{"image": (f"{name}.jpg", bomb, "image/jpeg")} for name, bomb in cpu_bombs.items()]
+    idle, during, wave = wave_beside_photos(url, photo("pizza.jpg"), attacks, clients)
+
+    assert all(status == 200 for status, _, _ in during), [s for s, _, _ in during]
+    outcomes = {(status, error) for status, _, error in wave}
+    assert outcomes <= {(200, ""), (413, "image_too_costly"), (429, "too_many_requests")}, outcomes
+    assert (413, "image_too_costly") in outcomes
+    slowdown = statistics.median(t for _, t, _ in during) / statistics.median(idle)
+    assert slowdown <= 3, f"photos took {slowdown:.1f}x their idle time during the wave"
+    counts = collections.Counter(f"{status}{' ' + error if error else ''}" for status, _, error in wave)
+    records.record("hostile_inputs", [{
+        "case": f"{clients} clients sending progressive-JPEG bombs (90 scans; 2400 px passes, 6000 px is"
+                f" stopped at the {DECODE_CPU_S} s budget) beside photos",
+        "kind": "CPU wave",
+        "expected": "photos 200 within 3x their idle median",
+        "observed": (f"photos: {len(during)} x 200, median {1000 * statistics.median(t for _, t, _ in during):.0f} ms"
+                     f" against {1000 * statistics.median(idle):.0f} ms idle ({slowdown:.1f}x); bombs: "
+                     + ", ".join(f"{n} x {k}" for k, n in sorted(counts.items()))),
+    }], test="tests/reliability/test_hostile.py::cpu_wave")

@@ -1,5 +1,5 @@
-"""The decode memory budget: estimates from the header (tikka/model/imaging.py) and the
-budget that admits decodes by them (tikka/http/overload.py)."""
+"""The decode memory budget and the turns of costly decodes: estimates from the header
+(tikka/model/imaging.py) and what admits decodes by them (tikka/http/overload.py)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from PIL import Image
 
 from tests import helpers
 from tikka.errors import ImageTooLarge, TooManyRequests
-from tikka.http.overload import DecodeMemory
+from tikka.http.overload import CostlyDecodes, DecodeMemory
 from tikka.model.imaging import decoding_bytes, decoding_cost, open_upload, webp_canvas
 
 
@@ -40,7 +40,9 @@ def test_estimates_follow_mode_format_and_draft():
 def test_a_webps_size_is_read_before_pillow_allocates_its_canvas(mode, options):
     data = helpers.encode(Image.new(mode, (1234, 567)), "WEBP", **options)
     assert webp_canvas(data) == (1234, 567, mode == "RGBA")
-    assert decoding_cost(data, max_pixels=10**8) == (decoding_bytes(opened(Image.new(mode, (1234, 567)), "WEBP")), None)
+    cost = decoding_cost(data, max_pixels=10**8)
+    assert cost.memory_bytes == decoding_bytes(opened(Image.new(mode, (1234, 567)), "WEBP"))
+    assert (cost.pixel_passes, cost.opened) == (1234 * 567, None)
     with pytest.raises(ImageTooLarge):
         decoding_cost(data, max_pixels=1000)
     assert webp_canvas(helpers.encode(Image.new("RGB", (8, 8)), "PNG")) is None
@@ -72,3 +74,37 @@ def test_what_fits_goes_what_cannot_fit_is_refused_and_waiting_is_bounded():
     anyio.run(scenario)
     assert order.index("photo in") < order.index("bomb out") < order.index("second bomb in")
     assert budget.held == 0
+
+
+def test_a_jpegs_passes_are_its_full_size_pixels_times_its_scans_whatever_the_draft():
+    photo = helpers.photo_image("pizza.jpg").resize((3000, 2000))
+    baseline = decoding_cost(helpers.encode(photo, "JPEG"), max_pixels=10**8, draft_size=448)
+    progressive = decoding_cost(helpers.encode(photo, "JPEG", progressive=True), max_pixels=10**8, draft_size=448)
+    png = decoding_cost(helpers.encode(photo, "PNG"), max_pixels=10**8)
+    assert baseline.opened.size < (3000, 2000), "drafted"
+    assert (baseline.pixel_passes, progressive.pixel_passes, png.pixel_passes) == (6_000_000, 60_000_000, 6_000_000)
+
+
+def test_costly_decodes_take_turns_and_cheap_ones_pass_them():
+    lanes = CostlyDecodes(slots=1, threshold=100, wait_s=0.5)
+    order: list[str] = []
+
+    async def decode(name: str, pixel_passes: int, seconds: float):
+        async with lanes.turn(pixel_passes):
+            order.append(f"{name} in")
+            await anyio.sleep(seconds)
+        order.append(f"{name} out")
+
+    async def scenario():
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(decode, "bomb", 1000, 0.2)
+            await wait_all_tasks_blocked()
+            tasks.start_soon(decode, "second bomb", 1000, 0.01)  # waits for its turn
+            await wait_all_tasks_blocked()
+            tasks.start_soon(decode, "photo", 100, 0.01)  # not costly: goes at once
+        async with lanes.turn(1000):
+            with pytest.raises(TooManyRequests, match="costly images"):
+                await decode("no turn", 1000, 0)
+
+    anyio.run(scenario)
+    assert order.index("photo in") < order.index("bomb out") < order.index("second bomb in")

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import io
+import time
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from tests import helpers
+from tikka.errors import ImageTooCostly
 from tikka.model.checkpoint import Checkpoint
 from tikka.model.imaging import (
     EmptyUpload,
@@ -257,6 +259,23 @@ def test_a_jpeg_with_too_many_scans_is_refused_before_decoding():
     bomb = data[:first_scan] + data[first_scan:-2] * 20 + b"\xff\xd9"  # 200 scans
     with pytest.raises(ImageTooLarge, match="200 scans"):
         decode_upload(bomb, max_pixels=40_000_000)
+
+
+def test_a_decode_past_its_cpu_budget_is_stopped_there():
+    """A bomb under the scan limit (90 scans) still costs ~10x a photo of its size: the
+    decode is stopped at its CPU budget, in the thread that decodes, not left to run."""
+    bomb = helpers.progressive_jpeg_bomb(2400)
+    started = time.thread_time()
+    decode_upload(bomb, max_pixels=40_000_000)
+    whole = time.thread_time() - started
+    budget = whole / 5
+    started = time.thread_time()
+    with pytest.raises(ImageTooCostly, match="was stopped there"):
+        decode_upload(bomb, max_pixels=40_000_000, cpu_budget_s=budget)
+    spent = time.thread_time() - started
+    assert budget <= spent < 2 * budget, f"stopped after {spent:.3f} s of CPU; budget {budget:.3f}, whole {whole:.3f}"
+    photo = helpers.encode(helpers.photo_image("pizza.jpg"), "JPEG", progressive=True)
+    assert decode_upload(photo, max_pixels=40_000_000, cpu_budget_s=budget).size == helpers.photo_image("pizza.jpg").size
 
 
 def test_a_jpeg_with_thousands_of_app_segments_is_refused_before_parsing():

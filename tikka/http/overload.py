@@ -1,5 +1,6 @@
 """Load shedding at the gateway: beyond ``max_concurrency`` requests in flight, a 429 at once;
-and a memory budget for image decoding (``DecodeMemory``).
+a memory budget for image decoding (``DecodeMemory``), and turns for costly decodes
+(``CostlyDecodes``).
 
 Written as a small ASGI middleware rather than BentoML's ``traffic.max_concurrency``
 because BentoML answers its 429 outside every user middleware: the body was
@@ -81,3 +82,30 @@ class DecodeMemory:
             self.held -= nbytes
             self.released.set()
             self.released = anyio.Event()
+
+
+class CostlyDecodes:
+    """Decodes that cost more than ``threshold`` pixel passes (``DecodingCost.pixel_passes``)
+    take turns, ``slots`` at once, waiting at most ``wait_s`` before a 429; cheaper ones go
+    straight on. A wave of progressive-JPEG bombs, each just under the CPU budget, then
+    holds ``slots`` cores, not every decode thread: photos keep the other cores."""
+
+    def __init__(self, slots: int, threshold: int, wait_s: float):
+        self.turns = anyio.Semaphore(slots)
+        self.threshold, self.wait_s = threshold, wait_s
+
+    @contextlib.asynccontextmanager
+    async def turn(self, pixel_passes: int):
+        if pixel_passes <= self.threshold:
+            yield
+            return
+        try:
+            with anyio.fail_after(self.wait_s):
+                await self.turns.acquire()
+        except TimeoutError:
+            detail = f"the service is busy with costly images; retry in {RETRY_AFTER_S} s"
+            raise TooManyRequests(detail, {"Retry-After": str(RETRY_AFTER_S)}) from None
+        try:
+            yield
+        finally:
+            self.turns.release()

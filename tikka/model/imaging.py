@@ -10,12 +10,13 @@ import io
 import itertools
 import math
 import re
+import time
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
-from tikka.errors import EmptyUpload, ImageTooLarge, NotAnImage
+from tikka.errors import EmptyUpload, ImageTooCostly, ImageTooLarge, NotAnImage
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
 # A truncated JPEG must be an error, not an image with a grey bottom half.
@@ -23,16 +24,22 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def decode_upload(
-    data: bytes, *, max_pixels: int, draft_size: int | None = None, opened: Image.Image | None = None
+    data: bytes, *, max_pixels: int, draft_size: int | None = None, opened: Image.Image | None = None,
+    cpu_budget_s: float | None = None,
 ) -> Image.Image:
-    """Decode an upload into an upright 8-bit RGB image, or raise ``EmptyUpload``, ``NotAnImage`` or ``ImageTooLarge``.
+    """Decode an upload into an upright 8-bit RGB image, or raise ``EmptyUpload``, ``NotAnImage``,
+    ``ImageTooLarge`` or ``ImageTooCostly``.
 
     ``draft_size``: for JPEGs, let libjpeg decode at a reduced DCT scale that is
     still at least this many pixels on both sides (decoding is the costliest
     step for phone photos, and the model sees 224 px anyway). ``opened``: what
-    ``decoding_cost`` already opened, so the header is read once.
+    ``decoding_cost`` already opened, so the header is read once. ``cpu_budget_s``:
+    the CPU time the decoder may spend; past it, the decode stops (``BudgetedInput``).
     """
     image = opened or open_upload(data, max_pixels=max_pixels, draft_size=draft_size)
+    if cpu_budget_s is not None:
+        image.fp = BudgetedInput(image.fp, cpu_budget_s)
+        image.decodermaxblock = DECODE_BLOCK_BYTES
     try:
         image.seek(0)  # GIF / animated WebP: the first frame
         image.load()
@@ -41,6 +48,34 @@ def decode_upload(
     # in_place: without it Pillow returns a full copy even when there is nothing to turn.
     ImageOps.exif_transpose(image, in_place=True)
     return to_rgb(image)
+
+
+# Pillow feeds a decoder its input in blocks of this many bytes and is back in Python
+# between two blocks, where ``BudgetedInput`` checks the CPU spent. Pillow's 64 KB
+# blocks could hold a hundred progressive scans, ~10 ms of CPU each at 40 Mpx.
+DECODE_BLOCK_BYTES = 4096
+
+
+class BudgetedInput:
+    """An upload's bytes as Pillow's decoder reads them, which stop once the decoding
+    thread has spent ``budget_s`` of CPU: ``read`` raises ``ImageTooCostly``, the decoder
+    is abandoned, and the thread is free. A 504 does not stop a decode in a thread; this
+    does, without a process per decode. Thread CPU time, not wall time: a decode that
+    waits for a core under load is not charged for the wait."""
+
+    def __init__(self, raw: io.BytesIO, budget_s: float):
+        self.raw, self.budget_s = raw, budget_s
+        self.deadline = time.thread_time() + budget_s
+
+    def read(self, size: int = -1) -> bytes:
+        if time.thread_time() > self.deadline:
+            raise ImageTooCostly(
+                f"decoding the image took more than {self.budget_s:g} s of CPU, the limit; it was stopped there"
+            )
+        return self.raw.read(size)
+
+    def __getattr__(self, name: str):  # seek, tell, close: the upload's own
+        return getattr(self.raw, name)
 
 
 def open_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
@@ -61,10 +96,14 @@ def open_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None) 
     except ValueError as exc:  # PIL's limit on a PNG text or ICC chunk: a decompression bomb too
         raise ImageTooLarge(f"the image's metadata is too large to decode ({exc})") from None
     check_pixels(*image.size, max_pixels)
-    # MPO (a JPEG with a multi-picture index, as phones write them) decodes the same way.
-    if draft_size and image.format in ("JPEG", "MPO"):
+    if draft_size and is_jpeg(image):
         image.draft(image.mode, (draft_size, draft_size))
     return image
+
+
+def is_jpeg(image: Image.Image) -> bool:
+    # MPO (a JPEG with a multi-picture index, as phones write them) decodes the same way.
+    return image.format in ("JPEG", "MPO")
 
 
 def check_pixels(width: int, height: int, max_pixels: int) -> None:
@@ -96,19 +135,31 @@ def webp_canvas(data: bytes) -> tuple[int, int, bool] | None:
     return None
 
 
-def decoding_cost(
-    data: bytes, *, max_pixels: int, draft_size: int | None = None
-) -> tuple[int, Image.Image | None]:
-    """The peak memory ``decode_upload`` takes for ``data``, from its header alone (raising what
-    ``decode_upload`` raises for a bad or oversized header), and the image opened for it, to
-    pass on to ``decode_upload``. None for a WebP: opening one already allocates its canvases."""
+@dataclass(frozen=True)
+class DecodingCost:
+    """What ``decode_upload`` will cost, from the header alone."""
+
+    memory_bytes: int  # its peak memory (``decoding_bytes``)
+    # Pixels times passes over them: a JPEG's entropy decoding visits every block of the
+    # full-size image once per scan, whatever the draft scale; other formats once.
+    pixel_passes: int
+    opened: Image.Image | None  # to pass on to decode_upload; None for a WebP, whose open allocates
+
+
+def decoding_cost(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> DecodingCost:
+    """What decoding ``data`` will cost, raising what ``decode_upload`` raises for a bad or
+    oversized header."""
     if (canvas := webp_canvas(data)) is not None:
         width, height, alpha = canvas
         check_pixels(width, height, max_pixels)
         # As decoding_bytes for an opened WebP: RGB(A) 4, libwebp 12; alpha: RGB copy 4, compositing 12.
-        return width * height * (32 if alpha else 16), None
-    image = open_upload(data, max_pixels=max_pixels, draft_size=draft_size)
-    return decoding_bytes(image), image
+        return DecodingCost(width * height * (32 if alpha else 16), width * height, None)
+    image = open_upload(data, max_pixels=max_pixels)
+    passes = max(1, data.count(JPEG_SCAN_MARKER)) if is_jpeg(image) else 1
+    pixel_passes = image.width * image.height * passes
+    if draft_size and is_jpeg(image):
+        image.draft(image.mode, (draft_size, draft_size))
+    return DecodingCost(decoding_bytes(image), pixel_passes, image)
 
 
 ALPHA_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
@@ -147,16 +198,17 @@ def decoding_bytes(image: Image.Image) -> int:
 # byte pairs appear nowhere but as markers.
 MAX_JPEG_SCANS = 100
 MAX_JPEG_HEADER_SEGMENTS = 256
+JPEG_SCAN_MARKER = b"\xff\xda"
 JPEG_APP_MARKER = re.compile(rb"\xff[\xe0-\xef]")
 
 
 def check_jpeg_cost(data: bytes) -> None:
     if not data.startswith(b"\xff\xd8"):
         return
-    scans = data.count(b"\xff\xda")
+    scans = data.count(JPEG_SCAN_MARKER)
     if scans > MAX_JPEG_SCANS:
         raise ImageTooLarge(f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are decoded")
-    first_scan = data.find(b"\xff\xda")
+    first_scan = data.find(JPEG_SCAN_MARKER)
     header = data if first_scan < 0 else data[:first_scan]
     # Counted up to one past the limit: a header of millions of markers costs no more to refuse.
     segments = sum(1 for _ in itertools.islice(JPEG_APP_MARKER.finditer(header), MAX_JPEG_HEADER_SEGMENTS + 1))
