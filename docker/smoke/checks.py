@@ -2,7 +2,7 @@
 
 Through nginx on the real ports 80 and 443, with the Host headers of the API
 (api.<domain>) and of the app (<domain>), then on the published backend and front
-end ports, then Prometheus: the backend target is up and every Grafana panel's
+end ports (with a slow-POST wave on :8000), then Prometheus: the backend target is up and every Grafana panel's
 query returns data after the traffic. Prints one line per check; exits 1 on a failure.
 
     python docker/smoke/checks.py --domain tikka.local --acme-token <name>
@@ -158,6 +158,53 @@ def published_ports(args) -> None:
     check("host :8501 Streamlit health", r.status_code == 200, str(r.status_code))
 
 
+def slow_client_wave(args, connections: int = 256, gap_s: float = 5.0, seconds: float = 25.0) -> None:
+    """The slow-POST attack on :8000: connections that each send headers, then one body byte
+    every 5 s (under nginx's 10 s body timeout), while a normal client keeps classifying.
+    nginx buffers each body whole before the backend sees it, so the trickles hold nginx's
+    cheap connections, never the Bento's admission slots."""
+    head = (b"POST /predict HTTP/1.1\r\nHost: tikka-backend\r\nContent-Type: multipart/form-data;"
+            b" boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n")
+    trickles = []
+    for _ in range(connections):
+        sock = socket.create_connection(("127.0.0.1", 8000), timeout=10)
+        sock.sendall(head)
+        trickles.append(sock)
+    photo = {"image": ("p.jpg", pizza_photo(args), "image/jpeg")}
+    statuses, times = [], []
+    started = last_byte = time.monotonic()
+    try:
+        with httpx.Client(base_url="http://127.0.0.1:8000", timeout=60) as client:
+            while time.monotonic() - started < seconds:
+                if time.monotonic() - last_byte > gap_s:
+                    for sock in trickles:
+                        sock.send(b"x")
+                    last_byte = time.monotonic()
+                sent = time.monotonic()
+                statuses.append(client.post("/predict", files=photo).status_code)
+                times.append(time.monotonic() - sent)
+        held = sum(1 for sock in trickles if not answered(sock))
+    finally:
+        for sock in trickles:
+            sock.close()
+    ok = statuses.count(200) / max(1, len(statuses))
+    check(f"host :8000 under a slow-POST wave ({connections} connections, a byte every {gap_s:g} s):"
+          " normal clients >= 95% 200", ok >= 0.95 and held == connections,
+          f"{statuses.count(200)}/{len(statuses)} x 200, median {1000 * sorted(times)[len(times) // 2]:.0f} ms;"
+          f" {held} slow connections still held by nginx")
+
+
+def answered(sock: socket.socket) -> bool:
+    """Whether the server has answered or closed ``sock`` (without waiting)."""
+    sock.setblocking(False)
+    try:
+        return sock.recv(1, socket.MSG_PEEK) is not None
+    except BlockingIOError:
+        return False
+    except OSError:
+        return True
+
+
 def prometheus(args) -> None:
     prom = httpx.Client(base_url=args.prometheus, timeout=10)
 
@@ -197,6 +244,7 @@ def main() -> int:
     args = parser.parse_args()
     through_nginx(args)
     published_ports(args)
+    slow_client_wave(args)
     traffic(args, rounds=3)
     time.sleep(args.scrape_interval + 2)
     prometheus(args)
