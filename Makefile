@@ -29,7 +29,7 @@ export BENTOML_DO_NOT_TRACK := true
 # As in the Bento image (bentofile.yaml envs): two malloc arenas, not one per thread.
 export MALLOC_ARENA_MAX ?= 2
 
-.PHONY: setup model serve sidecar stack frontend browser kubectl screenshots test test-fast test-unit lint bench bench-production load build lock clean \
+.PHONY: setup model serve sidecar stack frontend browser kubectl haproxy screenshots test test-fast test-unit lint bench bench-production load build lock clean \
 	images image-backend image-frontend image-llm-sidecar push-images compose-up compose-down compose-logs \
 	local-up local-down local-logs local-certs test-images api-docs test-api reliability soak \
 	bento-release publish-image test-delivery delivery-report docs docs-reference
@@ -84,9 +84,15 @@ kubectl:
 		echo "Installing Debian's kubectl for the manifest tests"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq kubectl; }
 
-# The whole suite: no podman, no root beyond installing Chromium and kubectl when missing.
+# Debian's haproxy stands in for kube-proxy in tests/served/test_scale_out.py.
+haproxy:
+	@command -v haproxy >/dev/null || test -x /usr/sbin/haproxy || { \
+		echo "Installing Debian's haproxy for the scale-out test"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq haproxy; }
+
+# The whole suite: no podman, no root beyond installing Chromium, kubectl and haproxy when missing.
 # The container proofs are make test-images and make test-delivery (.ci/run runs all three).
-test: lint model browser kubectl
+test: lint model browser kubectl haproxy
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/python -m tests.records build/reliability/RELIABILITY.md
 

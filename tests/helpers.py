@@ -123,6 +123,27 @@ def served_bento(
             process.wait()
 
 
+def k8s_deployment(name: str) -> dict:
+    """The Deployment in docker/k8s/<name>.yaml, as the cluster gets it."""
+    import yaml
+
+    for doc in yaml.safe_load_all((ROOT / "docker" / "k8s" / f"{name}.yaml").read_text()):
+        if doc and doc["kind"] == "Deployment":
+            return doc
+    raise AssertionError(f"no Deployment in {name}.yaml")
+
+
+def k8s_container(name: str) -> dict:
+    return k8s_deployment(name)["spec"]["template"]["spec"]["containers"][0]
+
+
+def start_command(args: list[str]) -> list[str]:
+    """``served_bento``'s command for a container's arguments: the image's entry point runs
+    `python -m bentoml_cli._internal.start <args> <bento>`; here the bento is the checkout,
+    and served_bento appends --port and --host (the last --port wins)."""
+    return ["-m", "bentoml_cli._internal.start", *args, "."]
+
+
 @contextlib.contextmanager
 def configured_gateway(**env: str):
     """The Gateway in-process (``Gateway.to_asgi()``) under these environment variables.

@@ -29,6 +29,7 @@ SECTIONS = {
     "access": "Access control",
     "privacy": "Privacy",
     "soak": "Soak",
+    "scale_out": "Scale-out: classifier replicas behind a per-connection balancer",
 }
 
 

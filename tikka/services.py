@@ -30,6 +30,7 @@ from tikka.bentoml_patches import (
     authenticate_dependency,
     bound_endpoint_labels,
     cap_batching_wait,
+    connect_per_call_over_tcp,
     retire_dependency_sessions_gently,
 )
 from tikka.errors import (
@@ -77,6 +78,7 @@ declared = get_settings()
 BENTOML_ROUTES = ("/livez", "/readyz", "/healthz", "/metrics", "/docs.json", "/schema.json")
 answer_outer_errors(outer_error)
 retire_dependency_sessions_gently()
+connect_per_call_over_tcp()
 
 
 @bentoml.service(
@@ -88,9 +90,9 @@ retire_dependency_sessions_gently()
     traffic={"timeout": declared.request_timeout_s},
     # Internal calls only: the gateway's access log already has a line per request.
     logging={"access": {"enabled": False}},
-    # The gateway's connection pool to this service is renewed every max_age seconds, so
-    # that a classifier pod added behind a Service gets connections; the old pool closes
-    # once its calls are done (bentoml_patches.retire_dependency_sessions_gently).
+    # The gateway's connection pool to this service is renewed every max_age seconds; the
+    # old pool closes once its calls are done (bentoml_patches.retire_dependency_sessions_gently).
+    # Deployed apart, each call has its own connection (connect_per_call_over_tcp).
     runner_connection={"max_requests": 2**31 - 1, "max_age": declared.classifier_connection_max_age_s},
 )
 class Classifier:

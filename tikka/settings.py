@@ -114,8 +114,9 @@ class Settings(BaseSettings):
     classifier_connection_max_age_s: float = Field(
         60.0, gt=0,
         description=(
-            "How long the gateway keeps one pool of connections to the classifier: renewed, a"
-            " classifier pod added behind a Service gets its share (kube-proxy balances connections)."
+            "How long the gateway keeps one pool of connections to the classifier beside it"
+            " (BentoML's Unix socket). Deployed apart, each call has a connection of its own,"
+            " which kube-proxy balances (tikka/bentoml_patches.py, workaround 7)."
         ),
     )
     max_batch_wait_ms: float = Field(

@@ -15,25 +15,10 @@ import time
 
 import httpx
 import pytest
-import yaml
 
 from tests import helpers
 
 pytestmark = [pytest.mark.slow, pytest.mark.served]
-
-
-def container(name: str) -> dict:
-    for doc in yaml.safe_load_all((helpers.ROOT / "docker" / "k8s" / f"{name}.yaml").read_text()):
-        if doc and doc["kind"] == "Deployment":
-            return doc["spec"]["template"]["spec"]["containers"][0]
-    raise AssertionError(f"no Deployment in {name}.yaml")
-
-
-def start_command(args: list[str]) -> list[str]:
-    """The image's entry point runs `python -m bentoml_cli._internal.start <args> <bento>`;
-    here the bento is the checkout, and served_bento appends --port and --host (the last
-    --port wins)."""
-    return ["-m", "bentoml_cli._internal.start", *args, "."]
 
 
 class TouchOnUnpickle:
@@ -56,7 +41,7 @@ def test_the_classifier_answers_only_the_gateway(default_model, tmp_path):
     from tikka.model.checkpoint import Checkpoint
 
     spec = Checkpoint.read(default_model.path).input_spec
-    classifier_spec = container("classifier")
+    classifier_spec = helpers.k8s_container("classifier")
     assert secret_env(classifier_spec) == ["TIKKA_INTERNAL_TOKEN"]
     token = "a-shared-token-for-this-test"
     pwned = tmp_path / "pwned"
@@ -64,7 +49,7 @@ def test_the_classifier_answers_only_the_gateway(default_model, tmp_path):
     as_json = {"pixels": [[[[0, 0, 0]] * spec.width] * spec.height]}
     with helpers.served_bento(
         tmp_path / "classifier", env={"TIKKA_INTERNAL_TOKEN": token},
-        command=start_command(classifier_spec["args"]),
+        command=helpers.start_command(classifier_spec["args"]),
     ) as url:
         attempts = {
             "pickle, no token": {"content": pickled, "headers": {"content-type": "application/vnd.bentoml+pickle"}},
@@ -96,7 +81,7 @@ def test_the_classifier_answers_only_the_gateway(default_model, tmp_path):
 
 
 def test_gateway_and_classifier_apart_then_the_classifier_stops(default_model, tmp_path, photo):
-    classifier_spec, gateway_spec = container("classifier"), container("gateway")
+    classifier_spec, gateway_spec = helpers.k8s_container("classifier"), helpers.k8s_container("gateway")
     gateway_env = {e["name"]: e["value"] for e in gateway_spec["env"] if "value" in e}
     gateway_env.pop("BENTOML_HOME")  # served_bento gives each process its own
     dependency, _, _ = gateway_env["BENTOML_SERVE_DEPENDS"].partition("=")
@@ -106,11 +91,11 @@ def test_gateway_and_classifier_apart_then_the_classifier_stops(default_model, t
 
     with contextlib.ExitStack() as classifier_process:
         classifier_url = classifier_process.enter_context(helpers.served_bento(
-            tmp_path / "classifier", env=token, command=start_command(classifier_spec["args"])))
+            tmp_path / "classifier", env=token, command=helpers.start_command(classifier_spec["args"])))
         with helpers.served_bento(
             tmp_path / "impostor",
             env={"BENTOML_SERVE_DEPENDS": f"{dependency}={classifier_url}", "TIKKA_INTERNAL_TOKEN": "another"},
-            command=start_command(gateway_spec["args"]),
+            command=helpers.start_command(gateway_spec["args"]),
         ) as impostor_url:
             refused = httpx.post(f"{impostor_url}/predict", files=image, timeout=60)
             assert refused.status_code == 503, refused.text
@@ -119,7 +104,7 @@ def test_gateway_and_classifier_apart_then_the_classifier_stops(default_model, t
         with helpers.served_bento(
             tmp_path / "gateway",
             env={**gateway_env, "BENTOML_SERVE_DEPENDS": f"{dependency}={classifier_url}", **token},
-            command=start_command(gateway_spec["args"]),
+            command=helpers.start_command(gateway_spec["args"]),
         ) as gateway_url:
             predicted = httpx.post(f"{gateway_url}/predict", files=image, timeout=60)
             assert predicted.status_code == 200, predicted.text

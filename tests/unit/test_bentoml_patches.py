@@ -75,6 +75,30 @@ def test_a_replaced_session_is_closed_after_its_calls():
     assert asyncio.run(scenario()) == (True, True)
 
 
+def test_a_classifier_over_tcp_gets_a_connection_per_call_and_a_unix_socket_keeps_its_own():
+    """Workaround 7, on BentoML's own SessionManager: kube-proxy balances connections."""
+    import asyncio
+
+    from _bentoml_impl.client.proxy2 import SessionManager
+
+    bentoml_patches.connect_per_call_over_tcp()
+
+    async def connectors():
+        found = {}
+        for url in ("http://tikka-classifier:3000", "tcp://10.0.0.7:3000", "file:///tmp/classifier.sock"):
+            manager = SessionManager(url, timeout=1, headers={"authorization": "Bearer x"})
+            session = await manager.get_session()
+            found[url] = (session.connector.force_close, str(session._base_url), session.headers["authorization"])
+            await manager.close()
+        return found
+
+    assert asyncio.run(connectors()) == {
+        "http://tikka-classifier:3000": (True, "http://tikka-classifier:3000", "Bearer x"),
+        "tcp://10.0.0.7:3000": (True, "http://10.0.0.7:3000", "Bearer x"),
+        "file:///tmp/classifier.sock": (False, "http://127.0.0.1:3000", "Bearer x"),
+    }
+
+
 def test_a_classifier_call_is_sent_once_more_after_a_connection_error():
     import asyncio
 
