@@ -180,3 +180,36 @@ def test_every_grafana_panel_queries_metrics_the_bento_exposes(llm_bento, photo)
                 assert any(f'{label}="{value}"' in labels for n in names for labels in exposed[n]), (
                     f"{panel['title']}: no series with {label}={value!r}"
                 )
+
+
+# The production architecture's figures, as `make bench-production` measured and committed them.
+PRODUCTION_REPORT = helpers.ROOT / "benchmarks" / "REPORT-production.md"
+MEMORY_MARGIN = 1.5  # batches of 8 and the runtime's arenas grow past the PSS after a load
+STARTUP_MARGIN = 3  # a slower CPU, a cold page cache, a busy node
+
+
+def production_figures() -> tuple[dict[str, float], float]:
+    """The Bento's PSS by process after 16 users (MB), and its seconds to /readyz."""
+    text = PRODUCTION_REPORT.read_text()
+    pss = re.search(r"^PSS by process after the load \(MB\): .*\(d\) ([^;\n]+)$", text, re.MULTILINE).group(1)
+    ready = re.search(r"time from `bentoml serve` to /readyz for \(d\): ([\d.]+) s", text).group(1)
+    return {name: float(mb) for name, mb in re.findall(r"(\w+) (\d+)", pss)}, float(ready)
+
+
+def test_memory_limits_and_start_budgets_hold_the_production_models_measured_figures():
+    """Sized for the model production serves (SigLIP-B/16), not the embedded default."""
+    from tests.deploy.test_k8s import quantity
+
+    pss_mb, ready_s = production_figures()
+    assert {"classifier", "gateway"} <= set(pss_mb), pss_mb
+    backend = compose("docker-compose.yml")["x-backend"]
+    assert megabytes(backend["mem_limit"]) >= MEMORY_MARGIN * sum(pss_mb.values()), (backend["mem_limit"], pss_mb)
+    start_period = int(backend["healthcheck"]["start_period"].removesuffix("s"))
+    assert start_period >= STARTUP_MARGIN * ready_s, (start_period, ready_s)
+    for name in ("classifier", "gateway"):
+        container = helpers.k8s_container(name)
+        limit_mb = quantity(container["resources"]["limits"]["memory"]) / 2**20
+        assert limit_mb >= MEMORY_MARGIN * pss_mb[name], (name, limit_mb, pss_mb[name])
+        assert quantity(container["resources"]["requests"]["memory"]) / 2**20 >= pss_mb[name], name
+    startup = helpers.k8s_container("classifier")["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= STARTUP_MARGIN * ready_s

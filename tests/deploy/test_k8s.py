@@ -183,3 +183,36 @@ def test_network_policies_let_only_the_gateway_reach_the_classifier_and_ollama()
     ingress_controller = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "ingress-nginx"}}}
     assert ingress_controller in sources("tikka-gateway") and ingress_controller in sources("tikka-frontend")
     assert ingress_controller not in sources("tikka-classifier") + sources("ollama")
+
+
+def test_the_classifier_scales_on_the_series_prometheus_adapter_serves():
+    """The HPA's metric is the adapter rule's name, from a series the classifier pods are
+    scraped for (tests/served/test_scale_out.py reads the series from served classifiers)."""
+    found = manifests()
+    values = yaml.safe_load((K8S / "prometheus-adapter" / "values.yaml").read_text())
+    (rule,) = values["rules"]["custom"]
+    series = rule["seriesQuery"].partition("{")[0]
+    assert rule["metricsQuery"].startswith(f"sum({series}{{") and 'endpoint="/classify"' in rule["metricsQuery"]
+    assert rule["resources"]["overrides"] == {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}
+    hpa = found[("HorizontalPodAutoscaler", "tikka-classifier")]["spec"]
+    pods_metrics = [m["pods"] for m in hpa["metrics"] if m["type"] == "Pods"]
+    assert [m["metric"]["name"] for m in pods_metrics] == [rule["name"]["as"]]
+    assert {m["type"] for m in hpa["metrics"]} == {"Pods", "Resource"}, "CPU stays as the second signal"
+    template = found[("Deployment", "tikka-classifier")]["spec"]["template"]
+    annotations = template["metadata"]["annotations"]
+    assert annotations["prometheus.io/scrape"] == "true" and annotations["prometheus.io/path"] == "/metrics"
+    assert int(annotations["prometheus.io/port"]) == template["spec"]["containers"][0]["ports"][0]["containerPort"]
+
+
+def quantity(value: str) -> float:
+    """A Kubernetes quantity in bytes (memory) or cores (CPU)."""
+    units = {"Mi": 2**20, "Gi": 2**30, "m": 1e-3}
+    number, unit = re.fullmatch(r"([\d.]+)(Mi|Gi|m)?", str(value)).groups()
+    return float(number) * units.get(unit, 1)
+
+
+def test_cpu_requests_sit_near_the_limits():
+    """A 500m request under a 2-CPU limit read 400% to an HPA aiming at 70%."""
+    for name in ("tikka-gateway", "tikka-classifier"):
+        resources = manifests()[("Deployment", name)]["spec"]["template"]["spec"]["containers"][0]["resources"]
+        assert quantity(resources["requests"]["cpu"]) >= 0.5 * quantity(resources["limits"]["cpu"]), name

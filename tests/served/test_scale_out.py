@@ -18,6 +18,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -35,6 +36,17 @@ USERS = 6
 # The issue's bar: within 60 s of its start, a new replica serves at least 30% of the calls.
 SHARE_WITHIN_S = 60
 MIN_SHARE = 0.30
+
+
+def adapter_rule() -> dict:
+    import yaml
+
+    values = yaml.safe_load((helpers.ROOT / "docker" / "k8s" / "prometheus-adapter" / "values.yaml").read_text())
+    (rule,) = values["rules"]["custom"]
+    return rule
+
+
+ADAPTER_SERIES = adapter_rule()["seriesQuery"].partition("{")[0]
 
 
 class Balancer:
@@ -92,6 +104,21 @@ backend replicas
         self.listener.close()
 
 
+def cpu_s(url: str) -> float:
+    """CPU seconds of a served Bento's processes, its supervisor and workers."""
+    import psutil
+
+    root = psutil.Process(helpers.SERVED[url].pid)
+    return sum(sum(p.cpu_times()[:2]) for p in (root, *root.children(recursive=True)))
+
+
+def in_flight(url: str) -> float:
+    """The classify calls a classifier holds now: the series the classifier's HPA scales on
+    (docker/k8s/prometheus-adapter/values.yaml)."""
+    text = httpx.get(f"{url}/metrics", timeout=10).text
+    return helpers.metric_value(text, ADAPTER_SERIES, endpoint="/classify")
+
+
 def classify_calls(url: str) -> float:
     """The classify calls a classifier has answered, from its own /metrics."""
     text = httpx.get(f"{url}/metrics", timeout=10).text
@@ -130,9 +157,17 @@ def test_a_new_replica_gets_its_share_and_a_drained_one_loses_no_request(default
         b = stack.enter_context(helpers.served_bento(tmp_path / "b", env=TOKEN, command=start))
         balancer.add("b", b)
         b_ready_s = time.monotonic() - b_started
-        # Its share of the calls from when it is ready until 60 s after its start.
+        # Its share of the calls from when it is ready until 60 s after its start; meanwhile
+        # the series the autoscaler reads, and the CPU each process takes under this load.
         before = {"a": classify_calls(a), "b": classify_calls(b)}
-        time.sleep(max(0.0, b_started + SHARE_WITHIN_S - time.monotonic()))
+        processes = {"a": a, "b": b, "gateway": gateway_url}
+        cpu_before, cpu_from = {name: cpu_s(url) for name, url in processes.items()}, time.monotonic()
+        samples = []
+        while time.monotonic() < b_started + SHARE_WITHIN_S:
+            samples.append(in_flight(a) + in_flight(b))
+            time.sleep(1)
+        cores = {name: (cpu_s(url) - cpu_before[name]) / (time.monotonic() - cpu_from)
+                 for name, url in processes.items()}
         after = {"a": classify_calls(a), "b": classify_calls(b)}
         window = {name: after[name] - before[name] for name in after}
         share = window["b"] / max(1.0, sum(window.values()))
@@ -160,9 +195,16 @@ def test_a_new_replica_gets_its_share_and_a_drained_one_loses_no_request(default
         "case": f"replica a scaled in: drained in haproxy, preStop `{' '.join(pre_stop)}`, SIGTERM",
         "figure": f"{failures} failed of {requests} client requests; a exited {drained_in_s:.1f} s after"
                   f" SIGTERM (grace {grace_s} s); {retries:.0f} classify calls retried by the gateway",
+    }, {
+        "case": f"the autoscaler's series, {ADAPTER_SERIES}{{endpoint=\"/classify\"}}, summed over a and b once a second",
+        "figure": f"{len(samples)} samples, mean {statistics.mean(samples):.1f}, max {max(samples):.0f} calls in flight",
+    }, {
+        "case": "CPU under that load (2-core machine, all processes on it)",
+        "figure": f"cores used: classifier a {cores['a']:.2f}, classifier b {cores['b']:.2f}, gateway {cores['gateway']:.2f}",
     }], balancer="haproxy 2.6, TCP mode, round robin (per connection, as kube-proxy)",
         gateway_connections="one per classify call (tikka/bentoml_patches.py, workaround 7)")
     assert share >= MIN_SHARE, f"replica b served {share:.0%} of the calls {SHARE_WITHIN_S} s after its start: {window}"
     assert failures == 0, f"{failures} of {requests} client requests failed while a replica was scaled in"
     assert drained_in_s < grace_s, f"replica a took {drained_in_s:.0f} s to exit, past the {grace_s} s grace"
     assert requests > 100, requests
+    assert max(samples) >= 1, f"the in-flight series never rose under load: {samples}"
