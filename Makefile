@@ -238,7 +238,7 @@ docker/certs/live/tikka/fullchain.pem:
 
 # Build the amd64 images, run the local stack (offline) under podman and check it through
 # nginx, then the arm64 Bento image under emulation (SMOKE_ARM64=0 skips it). ~14 min cold.
-test-images: model local-certs
+test-images: model local-certs kubectl
 	docker/smoke/smoke.sh
 
 # docs/openapi.json (a test keeps it current) and the rendered reference in docs/api/.

@@ -5,8 +5,10 @@
 #  3. the local stack with the offline variant, every health check waited for,
 #     then docker/smoke/checks.py through nginx, the published ports and Prometheus;
 #  4. the Bento image under `podman run --cpus=1`: its threads follow the quota (cpu_quota.py);
-#  5. the Bento image for linux/arm64 under emulation: uname -m, /readyz, the pizza photo;
-#  6. the multi-arch manifest of the Bento image, built locally (never pushed here).
+#  5. the Kubernetes gateway and classifier Deployments, rendered by kustomize, under
+#     `podman kube play`: arguments, ConfigMap and Secret, security context, limits, probes (kube_play.py);
+#  6. the Bento image for linux/arm64 under emulation: uname -m, /readyz, the pizza photo;
+#  7. the multi-arch manifest of the Bento image, built locally (never pushed here).
 # Durations and image sizes go to build/smoke/report.md.
 # Machines without registry access (this project's sandbox) get stand-in base images
 # from Debian (docker/sandbox/) and the host's CA bundle for RUN steps only.
@@ -125,6 +127,9 @@ trap - EXIT
 step "Bento image under a CPU quota (podman run --cpus=1): threads from the quota"
 "$BIN/python" docker/smoke/cpu_quota.py "localhost/tikka-backend:$TIKKA_IMAGE_TAG" --cpus 1 | tee "$REPORT_DIR/cpu-quota.md"
 
+step "Kubernetes Deployments under podman kube play: gateway and classifier apart"
+"$BIN/python" docker/smoke/kube_play.py "localhost/tikka-backend:$TIKKA_IMAGE_TAG" | tee "$REPORT_DIR/kube-play.txt"
+
 if [ "$ARM64" = 1 ]; then
   step "base images (arm64, emulated)"
   docker/sandbox/base-images.sh arm64
@@ -165,5 +170,6 @@ step "done"
   echo
   echo "Container memory after the checks (podman stats):"; echo '```'; cat "$REPORT_DIR/memory.txt"; echo '```'
   echo; cat "$REPORT_DIR/cpu-quota.md"
+  echo; echo "podman kube play of docker/k8s's gateway and classifier:"; echo '```'; grep -E '^(PASS|FAIL)|checks passed' "$REPORT_DIR/kube-play.txt"; echo '```'
 } > "$report"
 cat "$report"
