@@ -25,7 +25,7 @@ ERROR_EXAMPLES: dict[str, str] = {code: cls.example for code, cls in CODES.items
 
 UPLOAD_ERRORS = (
     "empty_upload", "not_an_image", "not_a_file", "unexpected_field", "too_many_files", "malformed_form",
-    "bad_request", "unauthorized", "request_timeout", "upload_too_large", "image_too_large",
+    "bad_request", "unauthorized", "request_timeout", "upload_too_large", "image_too_large", "image_too_costly",
     "unsupported_media_type", "missing_field", "too_many_requests", "classifier_busy",
     "classifier_unavailable", "classifier_timeout", "service_timeout",
 )
