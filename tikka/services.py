@@ -104,7 +104,7 @@ class Classifier:
         cap_batching_wait(settings.max_batch_wait_ms)
         metrics.report_resident_memory("Classifier")
         self.model = load_classifier(
-            self.model_ref.path, settings.runtime, settings.device, settings.inference_threads
+            self.model_ref.path, settings.runtime, settings.device, settings.inference_threads, settings.precision
         )
         with metrics.INFERENCE_SECONDS.labels(method="warmup").time():
             self.model.warm_up()

@@ -82,9 +82,19 @@ class Settings(BaseSettings):
         "auto",
         description=(
             "What runs the classifier: the ONNX graph exported at import time on OpenVINO or"
-            " ONNX Runtime (fp32, outputs equal to torch within 1e-5), or torch. auto times both"
-            " graph runtimes at start-up and serves the faster (shown in / and tikka_runtime_info)."
+            " ONNX Runtime (fp32: outputs equal to torch within 1e-5; see TIKKA_PRECISION), or torch."
+            " auto times both graph runtimes at start-up and serves the faster (shown in / and"
+            " tikka_runtime_info)."
             " A checkpoint that did not export is served with torch whatever this says."
+        ),
+    )
+    precision: Literal["auto", "fp32", "bf16", "int8"] = Field(
+        "auto",
+        description=(
+            "The graph's numeric precision. auto times fp32 and each reduced precision that passed"
+            " its agreement gate at import (>= 99% top-1 agreement with fp32; precision_gate.json"
+            " beside the model) and that this CPU runs natively (bf16), with the runtimes, and"
+            " serves the fastest. fp32 serves exactly the exported graph."
         ),
     )
     device: Literal["auto", "cpu", "cuda", "mps"] = Field(

@@ -6,6 +6,7 @@ time) must give torch's answers: the same top-1 and probabilities within 1e-3.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -17,6 +18,7 @@ import torch
 
 from tests import helpers
 from tikka.model.checkpoint import Checkpoint
+from tikka.model.cpu import cpu_has_bf16
 from tikka.model.imaging import decode_upload
 from tikka.model.labels import FOOD_CLASSES
 from tikka.model.runtime import (
@@ -24,6 +26,7 @@ from tikka.model.runtime import (
     GraphClassifier,
     TorchClassifier,
     fastest_graph_runtime,
+    graph_candidates,
     load_classifier,
     seconds_per_image,
     select_device,
@@ -37,7 +40,8 @@ SAMPLES = [("pizza.jpg", "pizza"), ("guacamole.jpg", "guacamole"), ("hamburger.j
 
 @pytest.fixture(scope="module")
 def classifiers(default_model):
-    return {runtime: load_classifier(default_model.path, runtime, "cpu") for runtime in RUNTIMES}
+    """Each runtime at fp32, the exported graph exactly."""
+    return {runtime: load_classifier(default_model.path, runtime, "cpu", precision="fp32") for runtime in RUNTIMES}
 
 
 @pytest.fixture(scope="module")
@@ -159,26 +163,36 @@ def test_warm_up_runs_a_real_inference(classifiers, runtime):
     assert classifiers[runtime].input_spec.height == 224
 
 
-def test_auto_serves_the_runtime_it_measured_fastest(default_model):
+def test_auto_serves_the_runtime_and_precision_it_measured_fastest(default_model):
     chosen = load_classifier(default_model.path, "auto", "cpu")
-    assert set(chosen.timings) == set(GRAPH_RUNTIMES)
+    candidates = graph_candidates(Path(default_model.path))
+    assert set(GRAPH_RUNTIMES) <= set(candidates) and set(chosen.timings) == set(candidates)
     assert chosen.timings[chosen.runtime] == min(chosen.timings.values())
 
 
-@pytest.mark.parametrize("slowed", GRAPH_RUNTIMES)
-def test_auto_serves_the_other_runtime_when_one_is_made_slower(default_model, slowed):
-    """Each candidate made the slower in turn: its calls take 200 ms more (an injected
-    delay, in-process: the one way to make a real runtime slower on demand). The other is served."""
+@pytest.mark.parametrize("forced", ["openvino", "onnxruntime", "openvino-bf16", "openvino-int8"])
+def test_each_candidate_is_served_when_it_is_the_fastest(default_model, forced):
+    """Every other candidate made slower: its calls take 200 ms more (an injected delay,
+    in-process: the one way to make a real runtime slower on demand). The forced one is
+    served. A reduced precision takes part only where it passed its gate (and, for bf16,
+    where this CPU has bf16): the candidates here are what the store model offers."""
+    candidates = tuple(graph_candidates(Path(default_model.path)))
+    if forced not in candidates:  # not offered here: the gate or the CPU says why
+        gate = json.loads((Path(default_model.path) / "precision_gate.json").read_text())
+        precision = forced.partition("-")[2]
+        assert not gate[precision]["passed"] or (precision == "bf16" and not cpu_has_bf16()), gate
+        return
+
     def timer(model_path, runtime, device, threads):
         classifier = GraphClassifier(model_path, runtime, device, threads)
-        if runtime == slowed:
+        if runtime != forced:
             real = classifier.predict_proba
             classifier.predict_proba = lambda pixels: (time.sleep(0.2), real(pixels))[1]
         return seconds_per_image(classifier)
 
-    chosen = fastest_graph_runtime(default_model.path, GRAPH_RUNTIMES, "cpu", 1, timer)
-    (faster,) = set(GRAPH_RUNTIMES) - {slowed}
-    assert chosen.runtime == faster and chosen.timings[slowed] > chosen.timings[faster] + 0.1
+    chosen = fastest_graph_runtime(default_model.path, candidates, "cpu", 1, timer)
+    assert chosen.runtime == forced
+    assert all(seconds > chosen.timings[forced] + 0.1 for name, seconds in chosen.timings.items() if name != forced)
     spec = chosen.input_spec
     assert chosen.predict_proba(np.zeros((1, spec.height, spec.width, 3), np.uint8)).shape == (1, len(chosen.labels))
 

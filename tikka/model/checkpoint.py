@@ -15,6 +15,10 @@ from tikka.model.explain import explain_method
 from tikka.model.imaging import InputSpec
 
 ONNX_FILE = "model.onnx"  # written by tikka/tools/export.py beside the checkpoint
+# Written by tikka/tools/quantize.py: the int8 graph (OpenVINO IR, kept only if it passed
+# the agreement gate) and the gate's figures for each reduced precision.
+INT8_FILE = "model_int8.xml"
+GATE_FILE = "precision_gate.json"
 
 
 @dataclass(frozen=True)

@@ -33,3 +33,11 @@ def cpu_label() -> str:
     name, present = cpu_model_and_flags()
     return (f"{name} ({platform.machine()}), {os.cpu_count()} CPUs; flags: "
             f"{', '.join(present) or 'none of ' + ', '.join(FLAGS)}")
+
+
+# The flags that mean native bf16 arithmetic: x86's AVX-512 BF16 or AMX, arm64's BF16.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16", "bf16")
+
+
+def cpu_has_bf16(cpuinfo: str | None = None) -> bool:
+    return any(flag in BF16_FLAGS for flag in cpu_model_and_flags(cpuinfo)[1])

@@ -1,15 +1,17 @@
-"""Model loading, batched inference, explanations and top-k, on ONNX Runtime or torch.
+"""Model loading, batched inference, explanations and top-k, on OpenVINO, ONNX Runtime or torch.
 
-No HTTP in here: the classifier is usable (and tested) on its own. Both
-runtimes take what the gateway ships, uint8 pixels (N, H, W, 3) already
-resized and cropped, and normalise a whole batch at once. ONNX Runtime serves
-the graph exported at import time (tikka/tools/export.py): about 3x torch's speed on
-a 2-core CPU (benchmarks/REPORT.md). Torch serves a checkpoint that has no
-export, and is imported only then.
+No HTTP in here: the classifier is usable (and tested) on its own. Every runtime
+takes what the gateway ships, uint8 pixels (N, H, W, 3) already resized and
+cropped, and normalises a whole batch at once. The graph runtimes serve the graph
+exported at import time (tikka/tools/export.py), in fp32 or in a reduced precision
+that passed its agreement gate (tikka/tools/quantize.py); which one serves is
+measured at start-up. Torch serves a checkpoint that has no export, and is
+imported only then.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import statistics
 import subprocess
@@ -21,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from tikka.model.checkpoint import ONNX_FILE, Checkpoint
-from tikka.model.cpu import cpu_label
+from tikka.model.checkpoint import GATE_FILE, INT8_FILE, ONNX_FILE, Checkpoint
+from tikka.model.cpu import cpu_has_bf16, cpu_label
 from tikka.model.explain import Explanation, attention_shape
 from tikka.model.imaging import InputSpec
 from tikka.settings import available_cpus
@@ -49,18 +51,45 @@ def select_device(preference: str = "auto"):
 
 
 GRAPH_RUNTIMES = ("openvino", "onnxruntime")
+# Reduced precisions run on OpenVINO only: ONNX Runtime's CPU provider has no bf16 kernels,
+# and one int8 graph is enough to gate.
+REDUCED_PRECISIONS = ("bf16", "int8")
+
+
+def graph_candidates(model_path: Path, runtime: str = "auto", precision: str = "auto") -> list[str]:
+    """The graph runtimes to time, as ``<runtime>`` (fp32) or ``<runtime>-<precision>``: those
+    the settings allow, and for a reduced precision only where it passed its gate at import
+    and, for bf16, where this CPU has bf16 instructions."""
+    gate = json.loads(path.read_text()) if (path := model_path / GATE_FILE).is_file() else {}
+    available = {
+        "int8": gate.get("int8", {}).get("passed") and (model_path / INT8_FILE).is_file(),
+        "bf16": gate.get("bf16", {}).get("passed") and cpu_has_bf16(),
+    }
+    candidates = []
+    for name in GRAPH_RUNTIMES if runtime == "auto" else (runtime,):
+        if precision in ("auto", "fp32"):
+            candidates.append(name)
+        for reduced in REDUCED_PRECISIONS:
+            if name == "openvino" and precision in ("auto", reduced) and available[reduced]:
+                candidates.append(f"{name}-{reduced}")
+    if not candidates:
+        why = {reduced: gate.get(reduced, {"error": "no gate was run at import"}) for reduced in REDUCED_PRECISIONS}
+        raise RuntimeError(f"TIKKA_PRECISION={precision} with TIKKA_RUNTIME={runtime}: nothing to serve"
+                           f" {model_path.name} with (the gate at import: {why}; this CPU: {cpu_label()})")
+    return candidates
 
 
 def load_classifier(model_path: str | Path, runtime: str = "auto", device: str = "auto",
-                    threads: int | None = None) -> GraphClassifier | TorchClassifier:
-    """The configured runtime (``auto``: the fastest graph runtime, measured here), or torch
-    (with a log line) for a checkpoint that has no ONNX export."""
+                    threads: int | None = None, precision: str = "auto") -> GraphClassifier | TorchClassifier:
+    """The configured runtime and precision (``auto``: the fastest graph runtime and precision,
+    measured here), or torch (with a log line) for a checkpoint that has no ONNX export."""
     model_path = Path(model_path)
     if runtime in ("auto", *GRAPH_RUNTIMES):
         if (model_path / ONNX_FILE).is_file():
-            if runtime == "auto":
-                return fastest_graph_runtime(model_path, GRAPH_RUNTIMES, device, threads)
-            return GraphClassifier(model_path, runtime, device, threads)
+            candidates = graph_candidates(model_path, runtime, precision)
+            if len(candidates) == 1 and "auto" not in (runtime, precision):
+                return GraphClassifier(model_path, candidates[0], device, threads)
+            return fastest_graph_runtime(model_path, tuple(candidates), device, threads)
         logger.warning(
             "%s has no %s (its architecture did not export): serving it with torch", model_path, ONNX_FILE
         )
@@ -79,7 +108,7 @@ def fastest_graph_runtime(model_path: str | Path, candidates: tuple[str, ...], d
                           ) -> GraphClassifier:
     """Each candidate timed on one image, each in a process of its own; the fastest is served.
 
-    Which runtime wins depends on the CPU and on the model (OpenVINO by far on
+    Which runtime and precision win depend on the CPU and on the model (OpenVINO by far on
     EfficientNet-Lite0 here, benchmarks/REPORT.md; nothing says it also does on
     SigLIP-B/16 or on Axion), so it is measured where the classifier serves. In a child process because a runtime
     can crash on a CPU it mis-detects (ONNX Runtime 1.31 segfaulted under QEMU's arm64
@@ -154,10 +183,11 @@ class _Classifier:
 
 
 class GraphClassifier(_Classifier):
-    """The exported graph on OpenVINO or ONNX Runtime, fp32.
+    """The exported graph on OpenVINO or ONNX Runtime: ``runtime`` is ``openvino`` or
+    ``onnxruntime`` (fp32), or ``openvino-bf16`` or ``openvino-int8``.
 
-    Both read the same ``model.onnx``; which is faster depends on the CPU
-    (the offline table of benchmarks/REPORT.md measures both), so the runtime is a setting.
+    Both runtimes read the same ``model.onnx`` (the int8 graph is its quantized copy); which
+    is faster depends on the CPU and the model, so it is measured (``fastest_graph_runtime``).
     """
 
     def __init__(self, model_path: Path, runtime: str = "openvino", device: str = "auto",
@@ -168,12 +198,14 @@ class GraphClassifier(_Classifier):
         self._torch: TorchClassifier | None = None
         self._torch_lock = threading.Lock()
         threads = threads or available_cpus()
-        if runtime == "openvino":
-            self._run, self.outputs, self.device = _openvino(model_path / ONNX_FILE, device, threads)
+        engine, _, precision = runtime.partition("-")
+        if engine == "openvino" and precision in ("", *REDUCED_PRECISIONS):
+            graph = model_path / (INT8_FILE if precision == "int8" else ONNX_FILE)
+            self._run, self.outputs, self.device = _openvino(graph, device, threads, "bf16" if precision == "bf16" else "f32")
         elif runtime == "onnxruntime":
             self._run, self.outputs, self.device = _onnxruntime(model_path / ONNX_FILE, device, threads)
         else:
-            raise ValueError(f"no graph runtime {runtime!r}: {', '.join(GRAPH_RUNTIMES)}")
+            raise ValueError(f"no graph runtime {runtime!r}: {', '.join(GRAPH_RUNTIMES)}, openvino-bf16, openvino-int8")
         logger.info("loaded %s (%d classes) on %s, %s, %d inference threads",
                     model_path.name, len(self.labels), runtime, self.device, threads)
 
@@ -182,13 +214,20 @@ class GraphClassifier(_Classifier):
         (logits,) = self._run(["logits"], np.ascontiguousarray(pixels, dtype=np.uint8))
         return softmax(logits.astype(np.float32))
 
+    def predict_with_maps(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and the graph's explanation maps (None where it has none), for a batch."""
+        if "explanation" not in self.outputs:
+            return self.predict_proba(pixels), None
+        logits, relevance = self._run(["logits", "explanation"], np.ascontiguousarray(pixels, dtype=np.uint8))
+        return softmax(logits.astype(np.float32)), relevance.astype(np.float32)
+
     def explain(self, pixels: np.ndarray) -> Explanation | None:
         """The graph's own explanation of one image; torch's where the graph has none."""
         if "explanation" not in self.outputs:
             return self._torch_classifier().explain(pixels) if self.explain_method else None
-        logits, relevance = self._run(["logits", "explanation"], np.ascontiguousarray(pixels, dtype=np.uint8))
+        probabilities, maps = self.predict_with_maps(pixels)
         layers, heads = attention_shape(self.config) if self.explain_method == "attention-rollout" else (1, 0)
-        return Explanation.of(softmax(logits[0].astype(np.float32)), relevance[0], self.explain_method, layers, heads)
+        return Explanation.of(probabilities[0], maps[0], self.explain_method, layers, heads)
 
     def _torch_classifier(self) -> TorchClassifier:
         """Grad-CAM needs gradients, which the graph lacks for heads that are not pool + linear."""
@@ -219,14 +258,14 @@ def _onnxruntime(path: Path, device: str, threads: int):
     return run, [output.name for output in session.get_outputs()], session.get_providers()[0]
 
 
-def _openvino(path: Path, device: str, threads: int):
+def _openvino(path: Path, device: str, threads: int, precision: str = "f32"):
     import openvino
 
     core = openvino.Core()
     target = "GPU" if device in ("auto", "cuda") and "GPU" in core.available_devices else "CPU"
-    # f32 explicitly: on CPUs with bf16 units OpenVINO would otherwise pick bf16,
-    # which moved logits by 5e-2 (allowed only behind a setting, not by default).
-    config = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}
+    # The precision explicitly: on CPUs with bf16 units OpenVINO would otherwise pick bf16,
+    # which moved probabilities by up to 0.03; bf16 serves only once it passed its gate.
+    config = {"INFERENCE_PRECISION_HINT": precision, "PERFORMANCE_HINT": "LATENCY"}
     if target == "CPU":
         config["INFERENCE_NUM_THREADS"] = threads
     compiled = core.compile_model(str(path), target, config)

@@ -30,6 +30,7 @@ from bentoml.exceptions import NotFound
 
 from tikka.model.checkpoint import labels_of
 from tikka.tools.export import EXPORT_VERSION, export_onnx
+from tikka.tools.quantize import gate_reduced_precisions
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
 
@@ -122,12 +123,15 @@ def import_checkpoint(
         config = validate_checkpoint_dir(target)
         labels = labels_of(config)
         onnx_graph = export_onnx(target)
+        gate = gate_reduced_precisions(target) if onnx_graph else {}
         model.info.metadata.update(
             {
                 "labels": labels,
                 "num_labels": len(labels),
                 # The served graph (tikka/tools/export.py), or None: served with torch.
                 "onnx_graph": onnx_graph.name if onnx_graph else None,
+                # The reduced precisions that passed their agreement gate (tikka/tools/quantize.py).
+                "precisions_passed": [name for name in ("int8", "bf16") if gate.get(name, {}).get("passed")],
                 "onnx_export_version": EXPORT_VERSION,
                 "architecture": (config.get("architectures") or [config.get("architecture", "unknown")])[0],
                 "files_sha256": {

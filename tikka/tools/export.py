@@ -34,7 +34,8 @@ logger = logging.getLogger(__name__)
 
 OPSET = 18
 # Bump when the graph's inputs, outputs or recipe change: model versions include it.
-EXPORT_VERSION = "1"
+# 2: the int8 graph and the precision gate beside it (tikka/tools/quantize.py).
+EXPORT_VERSION = "2"
 # Largest logit difference from torch that still counts as the same model (fp32).
 MAX_LOGIT_DIFFERENCE = 1e-3
 
