@@ -150,6 +150,9 @@ if [ "$ARM64" = 1 ]; then
   echo "arm64 /readyz after $(( $(date +%s) - started )) s (emulated)"
   curl -sf -F image=@tests/data/pizza.jpg http://127.0.0.1:8010/predict | tee "$REPORT_DIR/arm64-predict.json"
   echo; grep -q '"pizza"' "$REPORT_DIR/arm64-predict.json"
+  # Which runtime and precision the start-up choice made there, and what it timed.
+  curl -sf http://127.0.0.1:8010/ | "$BIN/python" -c 'import json, sys; print("arm64 runtime:", json.dumps(json.load(sys.stdin)["runtime"]))' \
+    | tee "$REPORT_DIR/arm64-runtime.txt"
   podman rm -f tikka-arm64-smoke >/dev/null
   trap - EXIT
   step "multi-arch manifest (built, not pushed)"
@@ -170,6 +173,7 @@ step "done"
   echo
   echo "Container memory after the checks (podman stats):"; echo '```'; cat "$REPORT_DIR/memory.txt"; echo '```'
   echo; cat "$REPORT_DIR/cpu-quota.md"
+  [ -f "$REPORT_DIR/arm64-runtime.txt" ] && { echo; cat "$REPORT_DIR/arm64-runtime.txt"; }
   echo; echo "podman kube play of docker/k8s's gateway and classifier:"; echo '```'; grep -E '^(PASS|FAIL)|checks passed' "$REPORT_DIR/kube-play.txt"; echo '```'
 } > "$report"
 cat "$report"

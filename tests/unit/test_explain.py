@@ -17,7 +17,8 @@ from tikka.model.runtime import load_classifier
 
 @pytest.fixture(scope="module", params=["openvino", "torch"])
 def model_and_preprocessor(default_model, request):
-    return load_classifier(default_model.path, request.param, "cpu"), Checkpoint.read(default_model.path).input_spec
+    return (load_classifier(default_model.path, request.param, "cpu", precision="fp32"),
+            Checkpoint.read(default_model.path).input_spec)
 
 
 def explain_image(model_and_preprocessor, image: Image.Image):
@@ -64,7 +65,7 @@ def test_the_graph_cam_equals_torch_grad_cam(default_model, name):
     """Global pooling + linear head: CAM from the exported graph is Grad-CAM, no gradients needed."""
     spec = Checkpoint.read(default_model.path).input_spec
     pixels = spec.preprocess(helpers.photo_image(name))[None]
-    served = load_classifier(default_model.path, "openvino", "cpu").explain(pixels)
+    served = load_classifier(default_model.path, "openvino", "cpu", precision="fp32").explain(pixels)
     reference = load_classifier(default_model.path, "torch", "cpu").explain(pixels)
     assert served.class_index == reference.class_index and served.method == reference.method == "grad-cam"
     assert np.abs(served.heatmap - reference.heatmap).max() < 1e-4

@@ -22,9 +22,11 @@ sets come from different random seeds.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -127,11 +129,13 @@ def quantize_int8(model_path: Path, calibration: np.ndarray) -> Path:
 
     model = openvino.Core().read_model(str(model_path / ONNX_FILE))
     transformer = Checkpoint.read(model_path).explain_method == "attention-rollout"
-    quantized = nncf.quantize(
-        model, nncf.Dataset([image[None] for image in calibration]), subset_size=len(calibration),
-        # Transformers keep their softmax and layer norms in float: NNCF's preset for them.
-        model_type=nncf.ModelType.TRANSFORMER if transformer else None,
-    )
+    # NNCF draws its progress bars on stdout; the import scripts' stdout is their report.
+    with contextlib.redirect_stdout(sys.stderr):
+        quantized = nncf.quantize(
+            model, nncf.Dataset([image[None] for image in calibration]), subset_size=len(calibration),
+            # Transformers keep their softmax and layer norms in float: NNCF's preset for them.
+            model_type=nncf.ModelType.TRANSFORMER if transformer else None,
+        )
     target = model_path / INT8_FILE
     openvino.save_model(quantized, str(target))
     return target
