@@ -29,7 +29,7 @@ export BENTOML_DO_NOT_TRACK := true
 # As in the Bento image (bentofile.yaml envs): two malloc arenas, not one per thread.
 export MALLOC_ARENA_MAX ?= 2
 
-.PHONY: setup model serve sidecar stack frontend browser kubectl haproxy screenshots test test-fast test-unit lint bench bench-production load build lock clean \
+.PHONY: setup model serve sidecar stack frontend browser kubectl haproxy screenshots test test-fast test-unit lint bench bench-production profile load build lock clean \
 	images image-backend image-frontend image-llm-sidecar push-images compose-up compose-down compose-logs \
 	local-up local-down local-logs local-certs test-images api-docs test-api reliability soak \
 	bento-release publish-image test-delivery delivery-report docs docs-reference
@@ -131,6 +131,10 @@ bench: model
 bench-production: model
 	$(BIN)/python models/build_production_architecture.py
 	$(BIN)/python benchmarks/production.py $(BENCH_ARGS)
+
+# benchmarks/PROFILE.md: where an idle /predict's milliseconds go, sampled with py-spy (~2 min).
+profile: model
+	$(BIN)/python benchmarks/profile_idle.py $(PROFILE_ARGS)
 
 # Locust against any deployment: make load HOST=https://api.example.com USERS=16 DURATION=60s
 HOST ?= http://127.0.0.1:$(PORT)
