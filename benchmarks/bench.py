@@ -294,13 +294,37 @@ def main() -> int:
     ceiling = offline_ceiling(model_path, [photos[n] for n in SAMPLES], 4, served_runtime)
 
     rows = {key: {k: statistics.median(r[k] for r in results) for k in results[0]} for key, results in runs.items()}
-    write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, frontend_pss, llm, ceiling, readyz)
+    write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, frontend_pss, llm, ceiling, readyz,
+                 precision_gate(model_path))
     chart(rows, ceiling["best"]["ips"], args.report.with_name("report.png"))
     print(f"report: {args.report}")
     return 0
 
 
-def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, frontend_pss, llm, ceiling, readyz) -> None:
+def precision_gate(model_path: str) -> dict:
+    path = Path(model_path) / "precision_gate.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def precision_gate_section(gate: dict) -> list[str]:
+    """The model's agreement gate at import (tikka/tools/quantize.py), as a report section."""
+    return [
+        "## Reduced precisions: the agreement gate at import",
+        "",
+        f"`precision_gate.json` of the model, measured on {gate.get('measured_on', 'the import machine')}:"
+        f" {gate.get('held_out', '')}; thresholds {gate.get('thresholds', {})}.",
+        "",
+        "| precision | passed | top-1 agreement with fp32 | largest probability difference | explanation correlation |",
+        "|---|---|---|---|---|",
+        *(f"| {name} | {result.get('passed')} | {result.get('top1_agreement', '')} |"
+          f" {result.get('max_probability_difference', '')} | {result.get('explanation_correlation', result.get('error', ''))} |"
+          for name, result in ((n, gate.get(n, {})) for n in ("int8", "bf16"))),
+        "",
+    ]
+
+
+def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, frontend_pss, llm, ceiling, readyz,
+                 gate: dict) -> None:
     d, a, b, e = rows["d"], rows["a"], rows["b"], ceiling["best"]["ips"]
     stack_pss = sum(memory["d"].values()) + sidecar_pss + frontend_pss
     verdict = lambda ok: "met" if ok else "**not met**"  # noqa: E731
@@ -311,7 +335,8 @@ def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, fron
         f" Locust, {args.users} users, closed loop, `/predict` only, the three sample photos (400-640 px);"
         f" {args.rounds} rounds of {args.seconds} s per configuration, interleaved; the table gives the median of the rounds."
         " All four servers run at once and are loaded one at a time. Model: EfficientNet-Lite0 (224 px),"
-        " served as the exported ONNX graph on OpenVINO (fp32) in (b), (c), (d) and (e).",
+        f" the exported ONNX graph; (d) served it on {ceiling['best']['runtime']}, the runtime and precision"
+        " it measured fastest at start-up (its `/`); (b) makes the same choice on its own; (e) is that runtime's best.",
         "",
         "| configuration | req/s | p50 ms | p95 ms | p99 ms | errors | requests |",
         "|---|---|---|---|---|---|---|",
@@ -389,8 +414,8 @@ def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, fron
         "",
         "- GPU: no GPU was lent to the run that wrote this report. On a GPU the graph runs on ONNX Runtime's"
         " CUDA provider or OpenVINO's GPU device (`TIKKA_DEVICE`), where batching should pay several times over.",
-        "- bf16: OpenVINO's bf16 path is not offered (fp32 only); see docs/architecture.md.",
         "",
+        *precision_gate_section(gate),
     ]
     args.report.write_text("\n".join(lines))
 

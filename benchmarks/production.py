@@ -35,6 +35,8 @@ from benchmarks.bench import (  # noqa: E402
     fastapi_server,
     locust,
     offline_ceiling,
+    precision_gate,
+    precision_gate_section,
     pss_mb,
     server_pid,
     single_latency_ms,
@@ -94,12 +96,12 @@ def main() -> int:
         str(model.path), [photos[n] for n in ("pizza.jpg", "guacamole.jpg", "hamburger.jpg")], 8, served_runtime)
 
     rows = {key: {k: statistics.median(r[k] for r in results) for k in results[0]} for key, results in runs.items()}
-    write_report(args, str(model.tag), bento_env, rows, idle, memory, ceiling, readyz_s)
+    write_report(args, str(model.tag), bento_env, rows, idle, memory, ceiling, readyz_s, precision_gate(str(model.path)))
     print(f"report: {args.report}")
     return 0
 
 
-def write_report(args, tag, bento_env, rows, idle, memory, ceiling, readyz_s) -> None:
+def write_report(args, tag, bento_env, rows, idle, memory, ceiling, readyz_s, gate: dict) -> None:
     best = ceiling["best"]
     lines = [
         "# The production architecture, benchmarked",
@@ -143,6 +145,7 @@ def write_report(args, tag, bento_env, rows, idle, memory, ceiling, readyz_s) ->
         "PSS by process after the load (MB): "
         + "; ".join(f"({k}) " + ", ".join(f"{role} {mb:.0f}" for role, mb in v.items()) for k, v in memory.items()),
         "",
+        *precision_gate_section(gate),
     ]
     args.report.write_text("\n".join(lines))
 

@@ -7,7 +7,8 @@
 #  4. the Bento image under `podman run --cpus=1`: its threads follow the quota (cpu_quota.py);
 #  5. the Kubernetes gateway and classifier Deployments, rendered by kustomize, under
 #     `podman kube play`: arguments, ConfigMap and Secret, security context, limits, probes (kube_play.py);
-#  6. the Bento image for linux/arm64 under emulation: uname -m, /readyz, the pizza photo;
+#  6. the Bento image for linux/arm64 under emulation: uname -m, /readyz, the pizza photo, and
+#     the runtime and precision chosen there;
 #  7. the multi-arch manifest of the Bento image, built locally (never pushed here).
 # Durations and image sizes go to build/smoke/report.md.
 # Machines without registry access (this project's sandbox) get stand-in base images

@@ -88,3 +88,14 @@ def test_an_int8_graph_below_the_threshold_is_deleted_and_never_served(default_m
     assert not (copy / INT8_FILE).exists() and not (copy / INT8_FILE).with_suffix(".bin").exists()
     assert json.loads((copy / GATE_FILE).read_text()) == report
     assert all("-" not in name for name in runtime.graph_candidates(copy))
+
+
+def test_the_check_where_the_model_serves_repeats_the_import_gate_on_the_same_machine(default_model):
+    """``python -m tikka.tools.quantize`` (the arm64 image's smoke step): each reduced precision
+    offered here, against fp32 here; on the machine that imported, the gate's own figures."""
+    path = Path(default_model.path)
+    gate = json.loads((path / GATE_FILE).read_text())
+    checked = quantize.check_agreement(path)
+    assert set(checked) == {name for name in runtime.graph_candidates(path, "openvino") if name != "openvino"}
+    for name, result in checked.items():
+        assert result == {key: gate[name.partition("-")[2]][key] for key in result}, name
