@@ -48,31 +48,43 @@ def test_a_webps_size_is_read_before_pillow_allocates_its_canvas(mode, options):
     assert webp_canvas(helpers.encode(Image.new("RGB", (8, 8)), "PNG")) is None
 
 
-def test_what_fits_goes_what_cannot_fit_is_refused_and_waiting_is_bounded():
-    budget = DecodeMemory(capacity=100, wait_s=0.5)
+def a_photo_passes_two_bombs(admit, bomb: int, photo: int, then=None) -> None:
+    """Two costly decodes and a cheap one through ``admit(cost)``, an async context manager:
+    the photo goes in while the first bomb holds its place, and the second bomb waits for
+    the first. ``then(decode)`` runs after them, for a test's own cases."""
     order: list[str] = []
 
-    async def decode(name: str, nbytes: int, seconds: float):
-        async with budget.hold(nbytes):
+    async def decode(name: str, cost: int, seconds: float):
+        async with admit(cost):
             order.append(f"{name} in")
             await anyio.sleep(seconds)
         order.append(f"{name} out")
 
     async def scenario():
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(decode, "bomb", 80, 0.2)
+            tasks.start_soon(decode, "bomb", bomb, 0.2)
             await wait_all_tasks_blocked()
-            tasks.start_soon(decode, "second bomb", 80, 0.01)  # waits for the first
+            tasks.start_soon(decode, "second bomb", bomb, 0.01)  # waits for the first
             await wait_all_tasks_blocked()
-            tasks.start_soon(decode, "photo", 5, 0.01)  # fits beside it: goes at once
+            tasks.start_soon(decode, "photo", photo, 0.01)  # goes at once
+        if then:
+            await then(decode)
+
+    anyio.run(scenario)
+    assert order.index("photo in") < order.index("bomb out") < order.index("second bomb in")
+
+
+def test_what_fits_goes_what_cannot_fit_is_refused_and_waiting_is_bounded():
+    budget = DecodeMemory(capacity=100, wait_s=0.5)
+
+    async def refusals(decode):
         with pytest.raises(ImageTooLarge, match="the limit is 0 MB"):
             await decode("too big", 101, 0)
         async with budget.hold(100):
             with pytest.raises(TooManyRequests):
                 await decode("no room", 1, 0)
 
-    anyio.run(scenario)
-    assert order.index("photo in") < order.index("bomb out") < order.index("second bomb in")
+    a_photo_passes_two_bombs(budget.hold, bomb=80, photo=5, then=refusals)
     assert budget.held == 0
 
 
@@ -87,24 +99,10 @@ def test_a_jpegs_passes_are_its_full_size_pixels_times_its_scans_whatever_the_dr
 
 def test_costly_decodes_take_turns_and_cheap_ones_pass_them():
     lanes = CostlyDecodes(slots=1, threshold=100, wait_s=0.5)
-    order: list[str] = []
 
-    async def decode(name: str, pixel_passes: int, seconds: float):
-        async with lanes.turn(pixel_passes):
-            order.append(f"{name} in")
-            await anyio.sleep(seconds)
-        order.append(f"{name} out")
-
-    async def scenario():
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(decode, "bomb", 1000, 0.2)
-            await wait_all_tasks_blocked()
-            tasks.start_soon(decode, "second bomb", 1000, 0.01)  # waits for its turn
-            await wait_all_tasks_blocked()
-            tasks.start_soon(decode, "photo", 100, 0.01)  # not costly: goes at once
+    async def no_turn(decode):
         async with lanes.turn(1000):
             with pytest.raises(TooManyRequests, match="costly images"):
                 await decode("no turn", 1000, 0)
 
-    anyio.run(scenario)
-    assert order.index("photo in") < order.index("bomb out") < order.index("second bomb in")
+    a_photo_passes_two_bombs(lanes.turn, bomb=1000, photo=100, then=no_turn)
