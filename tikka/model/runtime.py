@@ -87,7 +87,7 @@ def load_classifier(model_path: str | Path, runtime: str = "auto", device: str =
     if runtime in ("auto", *GRAPH_RUNTIMES):
         if (model_path / ONNX_FILE).is_file():
             candidates = graph_candidates(model_path, runtime, precision)
-            if len(candidates) == 1 and "auto" not in (runtime, precision):
+            if len(candidates) == 1:  # nothing to choose between
                 return GraphClassifier(model_path, candidates[0], device, threads)
             return fastest_graph_runtime(model_path, tuple(candidates), device, threads)
         logger.warning(
