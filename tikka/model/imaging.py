@@ -82,7 +82,7 @@ def open_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None) 
     """An upload's header read (PIL's ``open``), its size checked; for a JPEG, the draft scale set."""
     if not data:
         raise EmptyUpload("the uploaded file is empty")
-    check_jpeg_cost(data)
+    scans = check_jpeg_cost(data)
     if (canvas := webp_canvas(data)) is not None:  # before PIL: its WebP open allocates the canvas
         check_pixels(canvas[0], canvas[1], max_pixels)
     try:
@@ -96,6 +96,8 @@ def open_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None) 
     except ValueError as exc:  # PIL's limit on a PNG text or ICC chunk: a decompression bomb too
         raise ImageTooLarge(f"the image's metadata is too large to decode ({exc})") from None
     check_pixels(*image.size, max_pixels)
+    # For decoding_cost, so the 10 MB a bomb may send are not scanned a second time.
+    image.info[SCANS_KEY] = scans
     if draft_size and is_jpeg(image):
         image.draft(image.mode, (draft_size, draft_size))
     return image
@@ -155,7 +157,7 @@ def decoding_cost(data: bytes, *, max_pixels: int, draft_size: int | None = None
         # As decoding_bytes for an opened WebP: RGB(A) 4, libwebp 12; alpha: RGB copy 4, compositing 12.
         return DecodingCost(width * height * (32 if alpha else 16), width * height, None)
     image = open_upload(data, max_pixels=max_pixels)
-    passes = max(1, data.count(JPEG_SCAN_MARKER)) if is_jpeg(image) else 1
+    passes = max(1, image.info[SCANS_KEY]) if is_jpeg(image) else 1
     pixel_passes = image.width * image.height * passes
     if draft_size and is_jpeg(image):
         image.draft(image.mode, (draft_size, draft_size))
@@ -199,12 +201,14 @@ def decoding_bytes(image: Image.Image) -> int:
 MAX_JPEG_SCANS = 100
 MAX_JPEG_HEADER_SEGMENTS = 256
 JPEG_SCAN_MARKER = b"\xff\xda"
+SCANS_KEY = "tikka_jpeg_scans"  # in an opened upload's info: check_jpeg_cost's count
 JPEG_APP_MARKER = re.compile(rb"\xff[\xe0-\xef]")
 
 
-def check_jpeg_cost(data: bytes) -> None:
+def check_jpeg_cost(data: bytes) -> int:
+    """A JPEG's scan count (0 for anything else), or ``ImageTooLarge`` past the limits."""
     if not data.startswith(b"\xff\xd8"):
-        return
+        return 0
     scans = data.count(JPEG_SCAN_MARKER)
     if scans > MAX_JPEG_SCANS:
         raise ImageTooLarge(f"the JPEG has {scans} scans; at most {MAX_JPEG_SCANS} are decoded")
@@ -214,6 +218,7 @@ def check_jpeg_cost(data: bytes) -> None:
     segments = sum(1 for _ in itertools.islice(JPEG_APP_MARKER.finditer(header), MAX_JPEG_HEADER_SEGMENTS + 1))
     if segments > MAX_JPEG_HEADER_SEGMENTS:
         raise ImageTooLarge(f"the JPEG has more than {MAX_JPEG_HEADER_SEGMENTS} APP segments; no more are read")
+    return scans
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
