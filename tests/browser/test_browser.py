@@ -91,9 +91,14 @@ def streamlit_app(llm_bento, tmp_path_factory):
 
 
 def wait_for(driver, condition, timeout: float = 90):
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout, poll_frequency=0.25).until(condition)
+    # Pages that redraw (the dashboard, Streamlit's reruns) replace elements between a
+    # lookup and a read: such a poll just counts as "not yet".
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.25, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(condition)
 
 
 def test_upload_a_photo_and_see_the_prediction(browser, streamlit_app, screenshots):
@@ -164,6 +169,20 @@ def expected_dashboard(metrics_text: str):
     return counts, latency, batches, llm_calls
 
 
+DASHBOARD_SNAPSHOT = """
+const fields = row => Object.fromEntries(
+  [...row.querySelectorAll("td[data-field]")].map(c => [c.dataset.field, c.dataset.value]));
+return {
+  rows: Object.fromEntries(
+    [...document.querySelectorAll("#endpoints tr[data-endpoint]")].map(r => [r.dataset.endpoint, fields(r)])),
+  llm: Object.fromEntries(
+    [...document.querySelectorAll("#llm tr[data-task]")].map(r => [r.dataset.task, fields(r).calls])),
+  batches: document.getElementById("batch-count").dataset.value,
+  uptime: document.getElementById("uptime").dataset.value,
+};
+"""
+
+
 def test_dashboard_numbers_match_metrics(browser, llm_bento, screenshots, photo):
     from selenium.webdriver.common.by import By
 
@@ -177,19 +196,11 @@ def test_dashboard_numbers_match_metrics(browser, llm_bento, screenshots, photo)
 
     browser.get(f"{llm_bento}/dashboard?every=1")
     wait_for(browser, lambda d: d.find_element(By.ID, "updated").text != "never")
-    rows = {
-        row.get_attribute("data-endpoint"): {
-            cell.get_attribute("data-field"): cell.get_attribute("data-value")
-            for cell in row.find_elements(By.CSS_SELECTOR, "td[data-field]")
-        }
-        for row in browser.find_elements(By.CSS_SELECTOR, "#endpoints tr[data-endpoint]")
-    }
-    batch_count = float(browser.find_element(By.ID, "batch-count").get_attribute("data-value"))
-    llm_rows = {
-        row.get_attribute("data-task"): float(row.find_element(By.CSS_SELECTOR, "td[data-field=calls]").get_attribute("data-value"))
-        for row in browser.find_elements(By.CSS_SELECTOR, "#llm tr[data-task]")
-    }
-    uptime = float(browser.find_element(By.ID, "uptime").get_attribute("data-value"))
+    # One script reads the whole page: it runs between two re-renders, so no cell goes stale
+    # under the reading (every=1 redraws the tables each second).
+    shown = browser.execute_script(DASHBOARD_SNAPSHOT)
+    rows, llm_rows = shown["rows"], {task: float(calls) for task, calls in shown["llm"].items()}
+    batch_count, uptime = float(shown["batches"]), float(shown["uptime"])
     counts, latency, batches, llm_calls = expected_dashboard(httpx.get(f"{llm_bento}/metrics").text)
 
     assert "/metrics" not in rows and "/dashboard" not in rows and "/readyz" not in rows
@@ -210,8 +221,8 @@ def test_dashboard_numbers_match_metrics(browser, llm_bento, screenshots, photo)
     # The page's own polling of /metrics is not traffic: two polls later, the counts are unchanged.
     polls = int(browser.find_element(By.ID, "updated").get_attribute("data-refreshes"))
     wait_for(browser, lambda d: int(d.find_element(By.ID, "updated").get_attribute("data-refreshes")) >= polls + 2)
-    again = browser.find_element(By.CSS_SELECTOR, '#endpoints tr[data-endpoint="/predict"] td[data-field=total]')
-    assert float(again.get_attribute("data-value")) == float(predict["total"])
+    again = browser.execute_script(DASHBOARD_SNAPSHOT)["rows"]["/predict"]
+    assert float(again["total"]) == float(predict["total"])
 
 
 def test_markup_in_a_metric_label_never_runs_on_the_dashboard(browser, llm_bento):
