@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 
-from tikka.model.cpu import cpu_label, cpu_model_and_flags
+from tikka.model.cpu import arm64_hwcap_flags, cpu_label, cpu_model_and_flags
 
 EPYC_AVX2 = """processor\t: 0
 model name\t: AMD EPYC 7B13
@@ -31,3 +31,11 @@ def test_each_cpu_says_what_it_has():
 
 def test_this_machine_is_read_not_assumed():
     assert platform.machine() in cpu_label() and "flags: " in cpu_label()
+
+
+def test_arm64_features_come_from_the_auxiliary_vector():
+    """What an Axion's kernel puts in AT_HWCAP and AT_HWCAP2 (QEMU's Neoverse-class "max"
+    model sets the same bits), and a Neoverse N1's, which has dot product only."""
+    axion = {16: 1 << 20 | 1 << 22 | 0b1011, 26: 1 << 1 | 1 << 13 | 1 << 14 | 1 << 2}
+    assert arm64_hwcap_flags(axion.get) == {"asimddp", "sve", "sve2", "i8mm", "bf16"}
+    assert arm64_hwcap_flags({16: 1 << 20, 26: 0}.get) == {"asimddp"}

@@ -4,6 +4,7 @@ start-up choice may time (tikka/model/runtime.py, graph_candidates)."""
 from __future__ import annotations
 
 import json
+import platform
 import shutil
 from pathlib import Path
 
@@ -38,9 +39,9 @@ def test_the_gate_fails_explanation_maps_that_moved():
     assert not moved.passed and moved.top1_agreement == 1.0 and moved.explanation_correlation < 0.5
 
 
-def write_gate(folder: Path, int8: bool, bf16: bool, int8_file: bool = True) -> Path:
+def write_gate(folder: Path, int8: bool, bf16: bool, int8_file: bool = True, machine: str = platform.machine()) -> Path:
     folder.mkdir(exist_ok=True)
-    (folder / GATE_FILE).write_text(json.dumps({"int8": {"passed": int8}, "bf16": {"passed": bf16}}))
+    (folder / GATE_FILE).write_text(json.dumps({"int8": {"passed": int8}, "bf16": {"passed": bf16}, "machine": machine}))
     if int8_file:
         (folder / INT8_FILE).write_text("<net/>")
     return folder
@@ -62,6 +63,16 @@ def test_only_what_passed_its_gate_and_runs_natively_is_a_candidate(tmp_path, mo
     no_file = write_gate(tmp_path / "no-file", int8=True, bf16=False, int8_file=False)
     assert "openvino-int8" not in runtime.graph_candidates(no_file)
     assert runtime.graph_candidates(tmp_path / "no-gate-at-all") == ["openvino", "onnxruntime"]
+
+
+def test_a_gate_passed_on_another_architecture_offers_nothing_here(tmp_path, monkeypatch):
+    """The int8 graph that passed on x86_64 agreed on 0 of 4 photos in the emulated arm64 image."""
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    elsewhere = "aarch64" if platform.machine() != "aarch64" else "x86_64"
+    foreign = write_gate(tmp_path / "foreign", int8=True, bf16=True, machine=elsewhere)
+    assert runtime.graph_candidates(foreign) == ["openvino", "onnxruntime"]
+    with pytest.raises(RuntimeError, match=f"on {elsewhere} machine"):
+        runtime.graph_candidates(foreign, precision="bf16")
 
 
 def test_the_store_model_records_its_gate_and_keeps_int8_only_if_it_passed(default_model):
@@ -90,12 +101,15 @@ def test_an_int8_graph_below_the_threshold_is_deleted_and_never_served(default_m
     assert all("-" not in name for name in runtime.graph_candidates(copy))
 
 
-def test_the_check_where_the_model_serves_repeats_the_import_gate_on_the_same_machine(default_model):
+def test_the_check_where_the_model_serves_repeats_the_import_gate_on_the_same_machine(default_model, capsys):
     """``python -m tikka.tools.quantize`` (the arm64 image's smoke step): each reduced precision
-    offered here, against fp32 here; on the machine that imported, the gate's own figures."""
+    offered here, against fp32 here; on the machine that imported, the gate's own figures.
+    ``--every`` also measures those not offered (bf16 where the CPU has it, the int8 graph)."""
     path = Path(default_model.path)
     gate = json.loads((path / GATE_FILE).read_text())
-    checked = quantize.check_agreement(path)
-    assert set(checked) == {name for name in runtime.graph_candidates(path, "openvino") if name != "openvino"}
-    for name, result in checked.items():
-        assert result == {key: gate[name.partition("-")[2]][key] for key in result}, name
+    offered = {name for name in runtime.graph_candidates(path, "openvino") if name != "openvino"}
+    assert quantize.main([str(quantize.HELD_OUT_IMAGES), str(path), "--every"]) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["offered here"] == sorted(offered) and offered <= printed.keys()
+    for name in printed.keys() & {"openvino-int8", "openvino-bf16"}:
+        assert printed[name] == {key: gate[name.partition("-")[2]][key] for key in printed[name]}, name

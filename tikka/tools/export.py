@@ -35,7 +35,8 @@ logger = logging.getLogger(__name__)
 OPSET = 18
 # Bump when the graph's inputs, outputs or recipe change: model versions include it.
 # 2: the int8 graph and the precision gate beside it (tikka/tools/quantize.py).
-EXPORT_VERSION = "2"
+# 3: the gate records the architecture it measured on (reduced precisions are offered there only).
+EXPORT_VERSION = "3"
 # Largest logit difference from torch that still counts as the same model (fp32).
 MAX_LOGIT_DIFFERENCE = 1e-3
 
