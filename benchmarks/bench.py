@@ -8,6 +8,7 @@ interleaved round by round (so that a noisy minute hits every one alike):
 - (b) the same FastAPI server with the Bento's runtime and input path;
 - (c) the Bento with adaptive batching off;
 - (d) the Bento as shipped;
+- (f) the Bento in one process (TIKKA_ONE_PROCESS), the single small VM's alternative;
 - (e) the offline ceiling: decode, preprocessing and the model in a tight loop,
   no HTTP, at its best batch size and thread split.
 
@@ -48,12 +49,13 @@ SERVED = {
     "b": "FastAPI, Bento's runtime and input path",
     "c": "Bento, batching off",
     "d": "Bento as shipped",
+    "f": "Bento in one process (`TIKKA_ONE_PROCESS`: the classifier in the gateway's process, no batcher)",
 }
 
 
 @contextlib.contextmanager
-def fastapi_server(pipeline: str, model_path: str):
-    env = {**os.environ, "BENCH_MODEL_PATH": model_path, "BENCH_PIPELINE": pipeline}
+def fastapi_server(pipeline: str, model_path: str, precision: str = "auto"):
+    env = {**os.environ, "BENCH_MODEL_PATH": model_path, "BENCH_PIPELINE": pipeline, "TIKKA_PRECISION": precision}
     log_path = Path(tempfile.mkdtemp()) / "uvicorn.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(
@@ -231,7 +233,7 @@ def chart(rows: dict, ceiling: float, path: Path) -> None:
 
     names = list(rows)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.bar(names + ["e"], [rows[n]["rps"] for n in names] + [ceiling], color=["#999", "#69c", "#9c6", "#e63", "#ccc"])
+    left.bar(names + ["e"], [rows[n]["rps"] for n in names] + [ceiling], color=["#999", "#69c", "#9c6", "#e63", "#c6c", "#ccc"])
     left.set_title("Throughput at 16 users (req/s; e: offline img/s)")
     x = np.arange(len(names))
     for offset, key in ((-0.25, "p50"), (0, "p95"), (0.25, "p99")):
@@ -270,6 +272,7 @@ def main() -> int:
             "b": stack.enter_context(fastapi_server("lean", model_path))[0],
             "c": stack.enter_context(served_bento(out / "home-c", {"TIKKA_ADAPTIVE_BATCHING": "false"})),
             "d": stack.enter_context(served_bento(out / "home-d", {"OLLAMA_HOST": sidecar.url})),
+            "f": stack.enter_context(served_bento(out / "home-f", {"TIKKA_ONE_PROCESS": "true"})),
         }
         for url in urls.values():  # warm-up: the batcher's cost model, lazy inits
             single_latency_ms(url, photos["pizza.jpg"], 5)
@@ -325,7 +328,7 @@ def precision_gate_section(gate: dict) -> list[str]:
 
 def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, frontend_pss, llm, ceiling, readyz,
                  gate: dict) -> None:
-    d, a, b, e = rows["d"], rows["a"], rows["b"], ceiling["best"]["ips"]
+    d, a, b, f, e = rows["d"], rows["a"], rows["b"], rows["f"], ceiling["best"]["ips"]
     stack_pss = sum(memory["d"].values()) + sidecar_pss + frontend_pss
     verdict = lambda ok: "met" if ok else "**not met**"  # noqa: E731
     lines = [
@@ -334,7 +337,7 @@ def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, fron
         f"`make bench`, one run on {platform.machine()} with {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}."
         f" Locust, {args.users} users, closed loop, `/predict` only, the three sample photos (400-640 px);"
         f" {args.rounds} rounds of {args.seconds} s per configuration, interleaved; the table gives the median of the rounds."
-        " All four servers run at once and are loaded one at a time. Model: EfficientNet-Lite0 (224 px),"
+        " All five servers run at once and are loaded one at a time. Model: EfficientNet-Lite0 (224 px),"
         f" the exported ONNX graph; (d) served it on {ceiling['best']['runtime']}, the runtime and precision"
         " it measured fastest at start-up (its `/`); (b) makes the same choice on its own; (e) is that runtime's best.",
         "",
@@ -358,6 +361,8 @@ def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, fron
         f"| (d) >= 3x (a) req/s at {args.users} users, p95 no worse | {d['rps'] / a['rps']:.2f}x, p95 {d['p95']:.0f} vs {a['p95']:.0f} ms"
         f" | {verdict(d['rps'] >= 3 * a['rps'] and d['p95'] <= a['p95'])} |",
         f"| (d) >= (b) req/s | {d['rps'] / b['rps']:.2f}x | {verdict(d['rps'] >= b['rps'])} |",
+        f"| the one-process configuration: (f) >= (b) req/s | {f['rps'] / b['rps']:.2f}x ({f['rps'] / d['rps']:.2f}x (d));"
+        f" idle {idle['f']:.1f} vs {idle['b']:.1f} ms | {verdict(f['rps'] >= b['rps'])} |",
         f"| (d) >= 80% of (e) | {d['rps'] / e:.0%} | {verdict(d['rps'] >= 0.8 * e)} |",
         f"| idle single request <= 1.5x offline per-image time | {idle['d']:.1f} ms vs {ceiling['per_image_ms']:.1f} ms"
         f" = {idle['d'] / ceiling['per_image_ms']:.2f}x | {verdict(idle['d'] <= 1.5 * ceiling['per_image_ms'])} |",

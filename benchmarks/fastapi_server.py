@@ -45,7 +45,8 @@ if PIPELINE == "stock":
 
 else:
     spec = Checkpoint.read(MODEL_PATH).input_spec
-    classifier = load_classifier(MODEL_PATH, "auto")  # as the Bento chooses (TIKKA_RUNTIME=auto)
+    # As the Bento chooses (TIKKA_RUNTIME=auto), at the precision it is pinned to, if any.
+    classifier = load_classifier(MODEL_PATH, "auto", precision=os.environ.get("TIKKA_PRECISION", "auto"))
     labels = classifier.labels
 
     def classify(data: bytes) -> np.ndarray:

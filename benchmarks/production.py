@@ -8,6 +8,7 @@ Configurations, served at once and loaded one at a time, interleaved round by ro
 - (a) plain FastAPI + uvicorn, torch and the transformers processor per request (the replaced server);
 - (b) the same FastAPI server with the Bento's runtime and input path;
 - (d) the Bento as shipped (the settings it runs with are in the report);
+- (f) the Bento in one process (TIKKA_ONE_PROCESS), the single small VM's alternative;
 - (e) the offline ceiling of the Bento's runtimes: decode, preprocessing and the model
   in a tight loop, no HTTP, at each batch size and thread count.
 
@@ -50,6 +51,7 @@ SERVED = {
     "a": "FastAPI, torch + transformers processor per request (replaced server)",
     "b": "FastAPI, the Bento's runtime and input path",
     "d": "Bento as shipped",
+    "f": "Bento in one process (`TIKKA_ONE_PROCESS`: the classifier in the gateway's process, no batcher)",
 }
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -78,8 +80,9 @@ def main() -> int:
         served_runtime = httpx.get(f"{bento}/").json()["runtime"]["runtime"]
         urls = {
             "a": stack.enter_context(fastapi_server("stock", str(model.path)))[0],
-            "b": stack.enter_context(fastapi_server("lean", str(model.path)))[0],
+            "b": stack.enter_context(fastapi_server("lean", str(model.path), bento_env.get("TIKKA_PRECISION", "auto")))[0],
             "d": bento,
+            "f": stack.enter_context(served_bento(out / "home-f", {**bento_env, "TIKKA_ONE_PROCESS": "true"}, timeout=600)),
         }
         for url in urls.values():  # warm-up
             single_latency_ms(url, photos["pizza.jpg"], 3)
@@ -133,6 +136,8 @@ def write_report(args, tag, bento_env, rows, idle, memory, ceiling, readyz_s, ga
         f"- (d) / (e), the share of the offline ceiling the Bento serves: **{ok['d'] / best['ips']:.2f}**",
         f"- (d) / (a), against the replaced server: **{ok['d'] / ok['a']:.2f}**",
         f"- (d) / (b), against plain FastAPI with the same runtime: **{ok['d'] / ok['b']:.2f}**",
+        f"- (f) / (b), the one-process configuration against plain FastAPI: **{ok['f'] / ok['b']:.2f}**"
+        f" ({ok['f'] / ok['d']:.2f}x (d))",
         f"- idle (d) / (e) batch 1: {idle['d'] / ceiling['per_image_ms']:.2f}",
         f"- time from `bentoml serve` to /readyz for (d): {readyz_s:.1f} s",
         "",

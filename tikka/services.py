@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -167,7 +168,11 @@ class Classifier:
 class Gateway:
     # API functions return a JSONResponse for rejected uploads; BentoML sends
     # Response objects as they are, so the annotations name only the success body.
-    classifier = bentoml.depends(Classifier)
+    # TIKKA_ONE_PROCESS declares no dependency, so `bentoml serve` starts no classifier worker;
+    # the classifier is built here, as BentoML builds a dependency it has no address for
+    # (Dependency.get), and is called the same way.
+    classifier = (functools.cached_property(lambda self: Classifier()) if declared.one_process
+                  else bentoml.depends(Classifier))
     model_ref = bentoml.models.BentoModel(declared.model_tag)
 
     def __init__(self) -> None:
@@ -185,7 +190,10 @@ class Gateway:
         self.costly_decodes = CostlyDecodes(
             settings.costly_decodes, settings.costly_decode_pixels, settings.decode_memory_wait_s
         )
-        if settings.internal_token:
+        if settings.one_process:
+            logger.info("one process: the classifier is loaded here, with no adaptive batching")
+            self.classifier  # noqa: B018  the model loads at start-up, not on the first request
+        elif settings.internal_token:
             authenticate_dependency(self.classifier, bearer(settings.internal_token))
         api_app.state.model_tag = self.model_tag
         api_app.state.git_sha = settings.git_sha

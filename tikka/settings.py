@@ -117,6 +117,14 @@ class Settings(BaseSettings):
     # not a wait: a request predicted to take longer gets a fast 503 instead of
     # queueing towards the 60 s timeout.
     adaptive_batching: bool = Field(True, description="False: one forward pass per request.")
+    one_process: bool = Field(
+        False,
+        description=(
+            "The classifier in the gateway's own process: `bentoml serve` starts no second worker,"
+            " so there is no hop between them and no adaptive batching. For one small VM where"
+            " batching does not pay (benchmarks/REPORT.md); the Kubernetes split leaves it off."
+        ),
+    )
     max_batch_size: int = Field(8, ge=2, description="Largest adaptive batch.")
     max_latency_ms: int = Field(
         5_000, ge=100, description="Adaptive batching's latency budget: a request predicted to take longer gets a 503."
