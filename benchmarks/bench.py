@@ -417,6 +417,9 @@ def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, fron
         "",
         "## Not measured here",
         "",
+        "- The production model's architecture (SigLIP-B/16) has reports of its own: `make bench-production` writes"
+        " REPORT-production.md (at the precision the start-up choice serves) and REPORT-production-fp32.md"
+        " (fp32, as the arm64 image serves it).",
         "- GPU: no GPU was lent to the run that wrote this report. On a GPU the graph runs on ONNX Runtime's"
         " CUDA provider or OpenVINO's GPU device (`TIKKA_DEVICE`), where batching should pay several times over.",
         "",
