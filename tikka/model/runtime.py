@@ -64,7 +64,8 @@ def graph_candidates(model_path: Path, runtime: str = "auto", precision: str = "
 
     The architecture matters because a reduced precision's numbers are its kernels': the int8
     graph that agreed with fp32 on 99.2% of the photos on x86_64 agreed on 0 of 4 in the
-    emulated arm64 image (OpenVINO's arm64 int8 kernels; docs/architecture.md)."""
+    emulated arm64 image (OpenVINO's arm64 int8 kernels or QEMU's emulation of them;
+    docs/architecture.md)."""
     gate = json.loads(path.read_text()) if (path := model_path / GATE_FILE).is_file() else {}
     here = gate.get("machine") == platform.machine()
     available = {
