@@ -66,7 +66,7 @@ def test_only_what_passed_its_gate_and_runs_natively_is_a_candidate(tmp_path, mo
 
 
 def test_a_gate_passed_on_another_architecture_offers_nothing_here(tmp_path, monkeypatch):
-    """The int8 graph that passed on x86_64 agreed on 0 of 4 photos in the emulated arm64 image."""
+    """The int8 graph that passed on x86_64 agreed on 0 of 8 photos in the emulated arm64 image."""
     monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
     elsewhere = "aarch64" if platform.machine() != "aarch64" else "x86_64"
     foreign = write_gate(tmp_path / "foreign", int8=True, bf16=True, machine=elsewhere)

@@ -63,7 +63,7 @@ def graph_candidates(model_path: Path, runtime: str = "auto", precision: str = "
     on this machine's architecture, and, for bf16, where this CPU has bf16 instructions.
 
     The architecture matters because a reduced precision's numbers are its kernels': the int8
-    graph that agreed with fp32 on 99.2% of the photos on x86_64 agreed on 0 of 4 in the
+    graph that agreed with fp32 on 99.2% of the photos on x86_64 agreed on 0 of 8 in the
     emulated arm64 image (OpenVINO's arm64 int8 kernels or QEMU's emulation of them;
     docs/architecture.md)."""
     gate = json.loads(path.read_text()) if (path := model_path / GATE_FILE).is_file() else {}
