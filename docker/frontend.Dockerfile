@@ -14,6 +14,9 @@ COPY requirements/frontend.txt ./requirements.txt
 RUN pip install --no-cache-dir --no-deps -r requirements.txt \
     && useradd --create-home --uid 10001 streamlit
 COPY frontend/ ./frontend/
+# The accepted image formats, one list for the API and the app (nothing else of tikka/).
+COPY tikka/__init__.py ./tikka/
+COPY tikka/model/__init__.py tikka/model/formats.py ./tikka/model/
 
 USER 10001
 EXPOSE 8501

@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # `streamlit run` 
 from frontend.backend import Backend, BackendError  # noqa: E402
 from frontend.config import api_url  # noqa: E402
 from frontend.uploads import PreparedUpload, UnreadableImage, content_hash, prepare_upload  # noqa: E402
+from tikka.model.formats import EXTENSIONS, accepted_names  # noqa: E402
 
 TASKS = {"Recipe": "recipe", "Nutrition": "nutrition", "Origin": "origin"}
 
@@ -125,7 +126,8 @@ def main() -> None:
     st.title("TikkaMasalAI")
     st.write("Upload a photo of a dish: see what it is, where the model looked, and how to cook it.")
 
-    uploaded = st.file_uploader("Photo of a dish", type=["jpg", "jpeg", "png", "webp"], key="photo")
+    uploaded = st.file_uploader("Photo of a dish", type=list(EXTENSIONS), key="photo",
+                                help=f"Accepted: {accepted_names()} (iPhone and Android photos included).")
     if uploaded is None:
         return
     data = uploaded.getvalue()

@@ -1,7 +1,8 @@
 """Preparing a photo before it is sent: upright, at most 1024 px, a JPEG under ~950 KB.
 
 Reverse proxies in front of the service commonly cap bodies at 1 MB; phone
-photos are several MB and often stored sideways with an EXIF orientation tag.
+photos are several MB, often HEIC or AVIF, and often stored sideways with an EXIF
+orientation tag. The browser cannot show a HEIC preview; the JPEG sent is what is shown.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import io
 from dataclasses import dataclass
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tikka.model.formats import PILLOW_IDS, register_openers
 
 MAX_SIDE = 1024
 TARGET_BYTES = 950_000
@@ -39,8 +42,10 @@ def content_hash(data: bytes) -> str:
 
 
 def prepare_upload(data: bytes, max_side: int = MAX_SIDE, target_bytes: int = TARGET_BYTES) -> PreparedUpload:
+    register_openers()
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=PILLOW_IDS)
+        image.seek(0)  # an animation: its first frame, as the API classifies
         image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise UnreadableImage(f"this file could not be read as an image ({exc})") from None

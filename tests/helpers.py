@@ -501,3 +501,22 @@ class GarbageOllama:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def phone_photo(fmt: str, photo: Image.Image | None = None, orientation: int = 6) -> bytes:
+    """A HEIC ("HEIF") or AVIF as phones save them: pixels stored sideways, with the EXIF tag
+    that says how to turn them upright (pillow-heif writes it as the file's own rotation)."""
+    from tikka.model.formats import register_openers
+
+    register_openers()
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    return encode((photo or photo_image()).rotate(90, expand=True), fmt, exif=exif.tobytes(), quality=90)
+
+
+def flat_bomb(fmt: str, width: int, height: int) -> bytes:
+    """One colour over width x height pixels: a few KB of HEIC or AVIF (a decompression bomb)."""
+    from tikka.model.formats import register_openers
+
+    register_openers()
+    return encode(Image.new("RGB", (width, height), (200, 40, 30)), fmt, quality=30)

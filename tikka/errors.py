@@ -58,10 +58,10 @@ class EmptyUpload(BadRequest):
 
 
 class NotAnImage(BadRequest):
-    """The file is not an image, is truncated or corrupt, or is in a format other than JPEG, PNG, WebP or GIF."""
+    """The file is not an image, is truncated or corrupt, or is in a format not accepted (docs/reference/formats.md)."""
 
     error = "not_an_image"
-    example = "the file is not a readable image (JPEG, PNG, WebP or GIF)"
+    example = "the upload is not a readable image; accepted formats: JPEG, PNG, WebP, GIF, HEIC / HEIF, AVIF"
 
 
 class NotAFile(BadRequest):

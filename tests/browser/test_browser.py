@@ -126,6 +126,28 @@ def test_upload_a_photo_and_see_the_prediction(browser, streamlit_app, screensho
     assert path.stat().st_size > 20_000
 
 
+def test_phone_photos_heic_and_avif_are_classified_in_the_app(browser, streamlit_app, tmp_path):
+    """What iPhones (HEIC) and Android phones (AVIF) save: the uploader takes them, the app turns
+    them upright into the JPEG it sends, and the answer shows."""
+    from selenium.webdriver.common.by import By
+
+    browser.get(streamlit_app)
+    accepted = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "input[type=file]")).get_attribute("accept")
+    assert {".heic", ".avif", ".gif"} <= set(accepted.split(",")), accepted
+    for name, fmt, dish in (("IMG_0001.HEIC", "HEIF", "pizza"), ("PXL_0001.avif", "AVIF", "guacamole")):
+        path, photo = tmp_path / name, helpers.photo_image(f"{dish}.jpg")
+        path.write_bytes(helpers.phone_photo(fmt, photo))
+        browser.get(streamlit_app)
+        file_input = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "input[type=file]"))
+        file_input.send_keys(str(path))
+        header = wait_for(browser, lambda d: next(
+            (h for h in d.find_elements(By.CSS_SELECTOR, "h2") if h.text.strip() == dish.capitalize()), None))
+        assert header.is_displayed(), name
+        # The preview is the JPEG the app sent, upright, as the photo was taken.
+        sent = f"Sent: {photo.width}x{photo.height} JPEG"
+        wait_for(browser, lambda d: sent in d.find_element(By.TAG_NAME, "body").text)
+
+
 def parse(metrics_text: str):
     for line in metrics_text.splitlines():
         match = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)$", line)

@@ -50,6 +50,8 @@ def test_predict_returns_top5_for_a_photo(client, photo):
         ("grayscale", lambda: helpers.encode(helpers.photo_image().convert("L"), "PNG"), "image/png"),
         ("sixteen-bit", lambda: helpers.sixteen_bit_png(), "image/png"),
         ("exif-rotated", lambda: helpers.exif_rotated_jpeg(helpers.photo_image()), "image/jpeg"),
+        ("heic-iphone", lambda: helpers.phone_photo("HEIF"), "image/heic"),
+        ("avif-android", lambda: helpers.phone_photo("AVIF"), "image/avif"),
         ("octet-stream", lambda: helpers.encode(helpers.photo_image(), "JPEG"), "application/octet-stream"),
     ],
 )

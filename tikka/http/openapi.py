@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from tikka.errors import CODES
 from tikka.http.routes import API_PREFIX
+from tikka.model.formats import accepted_names
 
 # An example detail for each error code, from its class in tikka/errors.py.
 ERROR_EXAMPLES: dict[str, str] = {code: cls.example for code, cls in CODES.items()}
@@ -41,6 +42,7 @@ NDJSON_EXAMPLE = (
     ' "duration_ms": 912.4}\n'
 )
 PIZZA = "@pizza.jpg"
+ACCEPTED_IMAGES_TEXT = f"{accepted_names()}; docs/reference/formats.md"
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ class Route:
 ROUTES: dict[tuple[str, str], Route] = {
     ("post", "/predict"): Route(
         "Classify a food photo",
-        "The top-5 dishes with probabilities, from a multipart upload in the field `image` (JPEG, PNG,"
-        " WebP or GIF). Other text fields are ignored. Runs behind adaptive batching.",
+        f"The top-5 dishes with probabilities, from a multipart upload in the field `image` ({ACCEPTED_IMAGES_TEXT})."
+        " Other text fields are ignored. Runs behind adaptive batching.",
         f"curl -F image={PIZZA} $BASE_URL/v1/predict",
         UPLOAD_ERRORS,
         {},  # no request example: a file has no inline value (a placeholder string was sent as a photo)
@@ -68,7 +70,8 @@ ROUTES: dict[tuple[str, str], Route] = {
     ("post", "/predict/explain"): Route(
         "Explain a prediction",
         "Where the model looked: a heatmap (Grad-CAM for CNNs, attention rollout for ViT and SigLIP)"
-        " blended over the photo and alone, as base64 PNGs, with the predicted class.",
+        " blended over the photo and alone, as base64 PNGs, with the predicted class. The same uploads as"
+        f" /predict ({ACCEPTED_IMAGES_TEXT}).",
         f"curl -F image={PIZZA} $BASE_URL/v1/predict/explain",
         (*UPLOAD_ERRORS, "explanation_unavailable"),
         {},

@@ -56,6 +56,7 @@ from tikka.errors import (
 )
 from tikka.http.errors import validation_message
 from tikka.http.routes import route_of
+from tikka.model.formats import accepted_names
 
 # Declared types we accept besides image/*: what curl and many clients send
 # when they cannot guess; the bytes are sniffed by the decoder anyway.
@@ -289,7 +290,7 @@ class UploadGuard:
             declared = (value.content_type or "").split(";")[0].strip().lower()
             if not declared.startswith("image/") and declared not in GENERIC_CONTENT_TYPES:
                 raise UnsupportedMediaType(
-                    f"'{self.field}' was declared as {declared!r}; upload a JPEG, PNG, WebP or GIF",
+                    f"'{self.field}' was declared as {declared!r}; upload an image ({accepted_names()})",
                 )
         finally:
             await form.close()

@@ -17,8 +17,9 @@ import numpy as np
 from PIL import Image, ImageFile, ImageOps
 
 from tikka.errors import EmptyUpload, ImageTooCostly, ImageTooLarge, NotAnImage
+from tikka.model.formats import PILLOW_IDS, WHOLE_IMAGE_DECODERS, accepted_names, register_openers
 
-ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "GIF")
+register_openers()
 # A truncated JPEG must be an error, not an image with a grey bottom half.
 ImageFile.LOAD_TRUNCATED_IMAGES = False
 
@@ -37,7 +38,9 @@ def decode_upload(
     the CPU time the decoder may spend; past it, the decode stops (``BudgetedInput``).
     """
     image = opened or open_upload(data, max_pixels=max_pixels, draft_size=draft_size)
-    if cpu_budget_s is not None:
+    if cpu_budget_s is not None and image.format in WHOLE_IMAGE_DECODERS:
+        check_decode_cpu(image, cpu_budget_s)
+    elif cpu_budget_s is not None:
         image.fp = BudgetedInput(image.fp, cpu_budget_s)
         image.decodermaxblock = DECODE_BLOCK_BYTES
     try:
@@ -78,6 +81,24 @@ class BudgetedInput:
         return getattr(self.raw, name)
 
 
+# CPU seconds per decoded pixel of the decoders that run as one C call, which nothing can
+# stop midway: libheif (libde265) and libavif (dav1d). Measured as process CPU time (their
+# decoders run threads of their own) on photos of 0.75 and 12 Mpx, on a 2-core AMD EPYC:
+# HEIC 37-48 ns, AVIF 13-18 ns. A 12 Mpx iPhone HEIC is ~0.6 s; a 40 Mpx one is refused at 1 s.
+WHOLE_IMAGE_CPU_S_PER_PIXEL = {"HEIF": 50e-9, "AVIF": 25e-9}
+
+
+def check_decode_cpu(image: Image.Image, budget_s: float) -> None:
+    """``ImageTooCostly`` when a whole-image decoder would need more than ``budget_s`` of CPU,
+    estimated from the header before it starts."""
+    estimate = image.width * image.height * WHOLE_IMAGE_CPU_S_PER_PIXEL[image.format]
+    if estimate > budget_s:
+        raise ImageTooCostly(
+            f"decoding this {image.width}x{image.height} {image.format} would take about {estimate:.1f} s of CPU;"
+            f" the limit is {budget_s:g} s"
+        )
+
+
 def open_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
     """An upload's header read (PIL's ``open``), its size checked; for a JPEG, the draft scale set."""
     if not data:
@@ -86,11 +107,9 @@ def open_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None) 
     if (canvas := webp_canvas(data)) is not None:  # before PIL: its WebP open allocates the canvas
         check_pixels(canvas[0], canvas[1], max_pixels)
     try:
-        image = Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except (OSError, SyntaxError):  # UnidentifiedImageError, or a decoder that fails on the header
-        raise NotAnImage(
-            f"the upload is not a readable image; accepted formats: {', '.join(ACCEPTED_FORMATS)}"
-        ) from None
+        image = Image.open(io.BytesIO(data), formats=PILLOW_IDS)
+    except (OSError, SyntaxError, RuntimeError):  # UnidentifiedImageError, or a decoder failing on the header
+        raise NotAnImage(f"the upload is not a readable image; accepted formats: {accepted_names()}") from None
     except Image.DecompressionBombError:
         raise ImageTooLarge(f"the image has more than {max_pixels} pixels") from None
     except ValueError as exc:  # PIL's limit on a PNG text or ICC chunk: a decompression bomb too
@@ -175,9 +194,10 @@ def decoding_bytes(image: Image.Image) -> int:
 
     Per pixel of the (drafted) size: the decoded pixels, the RGB copy when the mode is
     another, 12 bytes for compositing alpha on white, 3 for the 16-bit scaling in numpy,
-    and 12 for libwebp's own buffer. Measured on 6200x6200 images (ru_maxrss of one
-    decode): RGB WebP 16.1 B/px, RGBA PNG 20.0, 16-bit PNG 9.1, grey PNG and palette GIF
-    5.0, RGB JPEG without a draft 4.1; each is what this formula gives, within 0.1.
+    and 12 for libwebp's own buffer, 8 for libheif's and libavif's. Measured on 6200x6200
+    images (ru_maxrss of one decode): RGB WebP 16.1 B/px, RGBA PNG 20.0, 16-bit PNG 9.1, grey
+    PNG and palette GIF 5.0, RGB JPEG without a draft 4.1; each is what this formula gives,
+    within 0.1. On 4000x3000 photos: HEIC 8.8, AVIF 10.4 (the formula: 12).
     """
     per_pixel = STORED_BYTES.get(image.mode, 4)
     if image.mode != "RGB":
@@ -188,6 +208,8 @@ def decoding_bytes(image: Image.Image) -> int:
         per_pixel += 3
     if image.format == "WEBP":
         per_pixel += 12
+    elif image.format in WHOLE_IMAGE_DECODERS:
+        per_pixel += 8
     width, height = image.size
     return width * height * per_pixel
 
