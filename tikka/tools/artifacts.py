@@ -19,6 +19,7 @@ import contextlib
 import hashlib
 import json
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -318,7 +319,8 @@ class VerifyingWriter:
         self.progress.update(len(data))
         return len(data)
 
-    def verify(self, obj: RemoteObject, bucket: str) -> None:
+    def verify(self, obj: RemoteObject, bucket: str) -> str:
+        """The check that passed (``CRC32C <value>``), or ``ChecksumMismatch``."""
         if obj.crc32c:
             expected, actual, kind = obj.crc32c, base64.b64encode(self.crc32c.digest()).decode(), "CRC32C"
         elif obj.md5_hash:
@@ -331,6 +333,7 @@ class VerifyingWriter:
                 f" downloaded bytes give {actual}): the object is corrupt or changed during the"
                 " download; re-upload it or run again. The store was not changed"
             )
+        return f"{kind} {actual}"
 
 
 def download_checkpoint(client, bucket: str, objects: list[RemoteObject], target: Path, timeout: float) -> int:
@@ -349,7 +352,8 @@ def download_checkpoint(client, bucket: str, objects: list[RemoteObject], target
                 # checksum=None: we verify against the listing's metadata ourselves,
                 # the same way for every object, emulator or not.
                 blob.download_to_file(writer, checksum=None, timeout=timeout, retry=retry_within(timeout))
-            writer.verify(obj, bucket)
+            check = writer.verify(obj, bucket)
+            progress.write(f"verified {where}: {obj.size} bytes, {check}", file=sys.stderr)
     return total
 
 
