@@ -31,11 +31,15 @@ TASKS = ["recipe", "nutrition", "origin"]
 
 @events.init_command_line_parser.add_listener
 def _add_arguments(parser) -> None:
-    parser.add_argument("--think-time", type=float, default=2.0, help="Mean seconds a user waits between requests (0: none)")
+    parser.add_argument(
+        "--think-time", type=float, default=2.0, help="Mean seconds a user waits between requests (0: none)"
+    )
     parser.add_argument("--llm-max-tokens", type=int, default=48, help="max_tokens of LLM requests")
     parser.add_argument("--api-prefix", default="", help="Route prefix, e.g. /v1")
     parser.add_argument(
-        "--photos", choices=["mixed", "samples"], default="mixed",
+        "--photos",
+        choices=["mixed", "samples"],
+        default="mixed",
         help="mixed: 400 to 4000 px; samples: the three web-sized sample photos only",
     )
 
@@ -122,7 +126,9 @@ class LLMUser(TikkaUser):
     def dish(self) -> None:
         max_tokens = self.environment.parsed_options.llm_max_tokens if self.environment.parsed_options else 48
         payload = {"dish": random.choice(DISHES), "task": random.choice(TASKS), "max_tokens": max_tokens}
-        with self.client.post(f"{self.prefix}/llm/dish", json=payload, name="/llm/dish", catch_response=True) as response:
+        with self.client.post(
+            f"{self.prefix}/llm/dish", json=payload, name="/llm/dish", catch_response=True
+        ) as response:
             if response.status_code != 200:
                 response.failure(f"{response.status_code}: {response.text[:200]}")
             elif not response.json().get("response") or response.json().get("eval_count", 0) < 1:
@@ -131,5 +137,9 @@ class LLMUser(TikkaUser):
     @task(1)
     def health(self) -> None:
         with self.client.get(f"{self.prefix}/llm/health", name="/llm/health", catch_response=True) as response:
-            if response.status_code != 200 or response.json().get("status") not in ("healthy", "unavailable", "model_missing"):
+            if response.status_code != 200 or response.json().get("status") not in (
+                "healthy",
+                "unavailable",
+                "model_missing",
+            ):
                 response.failure(f"{response.status_code}: {response.text[:200]}")

@@ -60,7 +60,11 @@ def fastapi_server(pipeline: str, model_path: str, precision: str = "auto"):
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "benchmarks.fastapi_server:app", "--port", "0", "--log-level", "warning"],
-            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     try:
         url = f"http://127.0.0.1:{listening_port(process)}"
@@ -89,9 +93,15 @@ def pss_mb(pid: int) -> dict[str, float]:
     for process in [root, *root.children(recursive=True)]:
         with contextlib.suppress(psutil.Error):
             command = " ".join(process.cmdline())
-            role = ("classifier" if "--service-name classifier" in command else
-                    "gateway" if "_bentoml_impl.worker" in command else
-                    "supervisor" if "bentoml" in command else process.name())
+            role = (
+                "classifier"
+                if "--service-name classifier" in command
+                else "gateway"
+                if "_bentoml_impl.worker" in command
+                else "supervisor"
+                if "bentoml" in command
+                else process.name()
+            )
             result[role] = result.get(role, 0) + process.memory_full_info().pss / 2**20
     return result
 
@@ -99,16 +109,46 @@ def pss_mb(pid: int) -> dict[str, float]:
 def locust(url: str, photos: str, users: int, seconds: int, out: Path) -> dict:
     prefix = out / f"run-{time.monotonic_ns()}"
     subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"), "--headless", "--host", url,
-         "-u", str(users), "-r", str(users), "-t", f"{seconds}s", "--think-time", "0", "--photos", photos,
-         "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING", "PredictUser"],
-        cwd=ROOT, check=False, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(ROOT / "locustfile.py"),
+            "--headless",
+            "--host",
+            url,
+            "-u",
+            str(users),
+            "-r",
+            str(users),
+            "-t",
+            f"{seconds}s",
+            "--think-time",
+            "0",
+            "--photos",
+            photos,
+            "--csv",
+            str(prefix),
+            "--only-summary",
+            "--loglevel",
+            "WARNING",
+            "PredictUser",
+        ],
+        cwd=ROOT,
+        check=False,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     with open(f"{prefix}_stats.csv") as fh:
         row = next(r for r in csv.DictReader(fh) if r["Name"] == "Aggregated")
     return {
-        "rps": float(row["Requests/s"]), "p50": float(row["50%"]), "p95": float(row["95%"]),
-        "p99": float(row["99%"]), "requests": int(row["Request Count"]), "errors": int(row["Failure Count"]),
+        "rps": float(row["Requests/s"]),
+        "p50": float(row["50%"]),
+        "p95": float(row["95%"]),
+        "p99": float(row["99%"]),
+        "requests": int(row["Request Count"]),
+        "errors": int(row["Failure Count"]),
     }
 
 
@@ -153,8 +193,14 @@ def offline_ceiling(model_path: str, photos: list[bytes], seconds: float, served
                     pending = pool.submit(prepare_batch, i, batch)
                     classifier.predict_proba(ready)
                     count += batch
-                results.append({"runtime": runtime, "threads": threads, "batch": batch,
-                                "ips": count / (time.perf_counter() - started)})
+                results.append(
+                    {
+                        "runtime": runtime,
+                        "threads": threads,
+                        "batch": batch,
+                        "ips": count / (time.perf_counter() - started),
+                    }
+                )
     classifier = GraphClassifier(Path(model_path), served, "cpu")
     timings = []
     for n in range(60):
@@ -190,13 +236,25 @@ def llm_section(bento: str, sidecar: str, runs: int) -> dict:
     prompt = "Here is a simple recipe for guacamole.\n\nIngredients:\n-"
     results = {"bento": [], "sidecar": []}
     for _ in range(runs):  # interleaved, like the classifier rows
-        results["sidecar"].append(llm_stream(sidecar, "/api/generate", {
-            "model": "gemma3:270m", "prompt": prompt, "stream": True,
-            "options": {"temperature": 0, "num_predict": 64}}))
-        results["bento"].append(llm_stream(bento, "/llm/generate", {
-            "prompt": prompt, "temperature": 0, "max_tokens": 64, "stream": True}))
-    return {name: {"ttft_ms": statistics.median(r[0] for r in rows) * 1000,
-                   "tps": statistics.median(r[1] for r in rows)} for name, rows in results.items()}
+        results["sidecar"].append(
+            llm_stream(
+                sidecar,
+                "/api/generate",
+                {
+                    "model": "gemma3:270m",
+                    "prompt": prompt,
+                    "stream": True,
+                    "options": {"temperature": 0, "num_predict": 64},
+                },
+            )
+        )
+        results["bento"].append(
+            llm_stream(bento, "/llm/generate", {"prompt": prompt, "temperature": 0, "max_tokens": 64, "stream": True})
+        )
+    return {
+        name: {"ttft_ms": statistics.median(r[0] for r in rows) * 1000, "tps": statistics.median(r[1] for r in rows)}
+        for name, rows in results.items()
+    }
 
 
 def readyz_seconds(model_home: Path) -> float:
@@ -209,10 +267,20 @@ def readyz_seconds(model_home: Path) -> float:
 
 def streamlit_pss(api_url: str) -> float:
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "streamlit"), "run", "app.py", "--server.port", "0",
-         "--server.headless", "true"],
-        cwd=ROOT / "frontend", env={**os.environ, "TIKKA_API_URL": api_url},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(Path(sys.executable).parent / "streamlit"),
+            "run",
+            "app.py",
+            "--server.port",
+            "0",
+            "--server.headless",
+            "true",
+        ],
+        cwd=ROOT / "frontend",
+        env={**os.environ, "TIKKA_API_URL": api_url},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         url = f"http://127.0.0.1:{listening_port(process, 60)}"
@@ -233,7 +301,11 @@ def chart(rows: dict, ceiling: float, path: Path) -> None:
 
     names = list(rows)
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
-    left.bar(names + ["e"], [rows[n]["rps"] for n in names] + [ceiling], color=["#999", "#69c", "#9c6", "#e63", "#c6c", "#ccc"])
+    left.bar(
+        names + ["e"],
+        [rows[n]["rps"] for n in names] + [ceiling],
+        color=["#999", "#69c", "#9c6", "#e63", "#c6c", "#ccc"],
+    )
     left.set_title("Throughput at 16 users (req/s; e: offline img/s)")
     x = np.arange(len(names))
     for offset, key in ((-0.25, "p50"), (0, "p95"), (0.25, "p99")):
@@ -297,8 +369,21 @@ def main() -> int:
     ceiling = offline_ceiling(model_path, [photos[n] for n in SAMPLES], 4, served_runtime)
 
     rows = {key: {k: statistics.median(r[k] for r in results) for k in results[0]} for key, results in runs.items()}
-    write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, frontend_pss, llm, ceiling, readyz,
-                 precision_gate(model_path))
+    write_report(
+        args,
+        rows,
+        runs,
+        mixed,
+        idle,
+        large,
+        memory,
+        sidecar_pss,
+        frontend_pss,
+        llm,
+        ceiling,
+        readyz,
+        precision_gate(model_path),
+    )
     chart(rows, ceiling["best"]["ips"], args.report.with_name("report.png"))
     print(f"report: {args.report}")
     return 0
@@ -319,15 +404,18 @@ def precision_gate_section(gate: dict) -> list[str]:
         "",
         "| precision | passed | top-1 agreement with fp32 | largest probability difference | explanation correlation |",
         "|---|---|---|---|---|",
-        *(f"| {name} | {result.get('passed')} | {result.get('top1_agreement', '')} |"
-          f" {result.get('max_probability_difference', '')} | {result.get('explanation_correlation', result.get('error', ''))} |"
-          for name, result in ((n, gate.get(n, {})) for n in ("int8", "bf16"))),
+        *(
+            f"| {name} | {result.get('passed')} | {result.get('top1_agreement', '')} |"
+            f" {result.get('max_probability_difference', '')} | {result.get('explanation_correlation', result.get('error', ''))} |"
+            for name, result in ((n, gate.get(n, {})) for n in ("int8", "bf16"))
+        ),
         "",
     ]
 
 
-def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, frontend_pss, llm, ceiling, readyz,
-                 gate: dict) -> None:
+def write_report(
+    args, rows, runs, mixed, idle, large, memory, sidecar_pss, frontend_pss, llm, ceiling, readyz, gate: dict
+) -> None:
     d, a, b, f, e = rows["d"], rows["a"], rows["b"], rows["f"], ceiling["best"]["ips"]
     stack_pss = sum(memory["d"].values()) + sidecar_pss + frontend_pss
     verdict = lambda ok: "met" if ok else "**not met**"  # noqa: E731
@@ -346,8 +434,10 @@ def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, fron
     ]
     for key, name in SERVED.items():
         r = rows[key]
-        lines.append(f"| ({key}) {name} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f}"
-                     f" | {sum(x['errors'] for x in runs[key])} | {sum(x['requests'] for x in runs[key])} |")
+        lines.append(
+            f"| ({key}) {name} | {r['rps']:.1f} | {r['p50']:.0f} | {r['p95']:.0f} | {r['p99']:.0f}"
+            f" | {sum(x['errors'] for x in runs[key])} | {sum(x['requests'] for x in runs[key])} |"
+        )
     best = ceiling["best"]
     lines += [
         f"| (e) offline ceiling ({best['runtime']}, batch {best['batch']}, {best['threads']} runtime threads + 1 decode thread) | {e:.1f} img/s | | | | | |",
@@ -399,8 +489,12 @@ def write_report(args, rows, runs, mixed, idle, large, memory, sidecar_pss, fron
         "",
         "| configuration | processes |",
         "|---|---|",
-        *[f"| ({k}) {SERVED[k]} | " + ", ".join(f"{role} {mb:.0f}" for role, mb in memory[k].items())
-          + f" (total {sum(memory[k].values()):.0f}) |" for k in SERVED],
+        *[
+            f"| ({k}) {SERVED[k]} | "
+            + ", ".join(f"{role} {mb:.0f}" for role, mb in memory[k].items())
+            + f" (total {sum(memory[k].values()):.0f}) |"
+            for k in SERVED
+        ],
         f"| LLM sidecar (llama.cpp, Gemma 3 270M) | {sidecar_pss:.0f} |",
         f"| Streamlit front end, one page served | {frontend_pss:.0f} |",
         "",

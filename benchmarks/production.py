@@ -53,6 +53,8 @@ SERVED = {
     "d": "Bento as shipped",
     "f": "Bento in one process (`TIKKA_ONE_PROCESS`: the classifier in the gateway's process, no batcher)",
 }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", default=f"{TAG}:latest")
@@ -60,8 +62,13 @@ def main() -> int:
     parser.add_argument("--seconds", type=int, default=30, help="each Locust run")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--idle", type=int, default=10, help="requests one at a time, per configuration")
-    parser.add_argument("--bento-env", action="append", default=[], metavar="NAME=VALUE",
-                        help="a setting for (d), e.g. TIKKA_MAX_LATENCY_MS=20000")
+    parser.add_argument(
+        "--bento-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for (d), e.g. TIKKA_MAX_LATENCY_MS=20000",
+    )
     parser.add_argument("--report", type=Path, default=ROOT / "benchmarks" / "REPORT-production.md")
     args = parser.parse_args()
     import bentoml
@@ -80,9 +87,13 @@ def main() -> int:
         served_runtime = httpx.get(f"{bento}/").json()["runtime"]["runtime"]
         urls = {
             "a": stack.enter_context(fastapi_server("stock", str(model.path)))[0],
-            "b": stack.enter_context(fastapi_server("lean", str(model.path), bento_env.get("TIKKA_PRECISION", "auto")))[0],
+            "b": stack.enter_context(fastapi_server("lean", str(model.path), bento_env.get("TIKKA_PRECISION", "auto")))[
+                0
+            ],
             "d": bento,
-            "f": stack.enter_context(served_bento(out / "home-f", {**bento_env, "TIKKA_ONE_PROCESS": "true"}, timeout=600)),
+            "f": stack.enter_context(
+                served_bento(out / "home-f", {**bento_env, "TIKKA_ONE_PROCESS": "true"}, timeout=600)
+            ),
         }
         for url in urls.values():  # warm-up
             single_latency_ms(url, photos["pizza.jpg"], 3)
@@ -96,10 +107,13 @@ def main() -> int:
         memory = {key: pss_mb(server_pid(url)) for key, url in urls.items()}
     print("offline ceiling", flush=True)
     ceiling = offline_ceiling(
-        str(model.path), [photos[n] for n in ("pizza.jpg", "guacamole.jpg", "hamburger.jpg")], 8, served_runtime)
+        str(model.path), [photos[n] for n in ("pizza.jpg", "guacamole.jpg", "hamburger.jpg")], 8, served_runtime
+    )
 
     rows = {key: {k: statistics.median(r[k] for r in results) for k in results[0]} for key, results in runs.items()}
-    write_report(args, str(model.tag), bento_env, rows, idle, memory, ceiling, readyz_s, precision_gate(str(model.path)))
+    write_report(
+        args, str(model.tag), bento_env, rows, idle, memory, ceiling, readyz_s, precision_gate(str(model.path))
+    )
     print(f"report: {args.report}")
     return 0
 
@@ -121,12 +135,15 @@ def write_report(args, tag, bento_env, rows, idle, memory, ceiling, readyz_s, ga
     ]
     # Answered: req/s without the errors. A shed request (503, 429) is fast, so req/s that
     # counted it would reward shedding.
-    ok = {key: row["rps"] * (1 - row["errors"] / row["requests"]) if row["requests"] else 0.0
-          for key, row in rows.items()}
+    ok = {
+        key: row["rps"] * (1 - row["errors"] / row["requests"]) if row["requests"] else 0.0 for key, row in rows.items()
+    }
     for key, name in SERVED.items():
         row = rows[key]
-        lines.append(f"| ({key}) | {name} | {ok[key]:.2f} | {row['p50']:.0f} | {row['p95']:.0f} |"
-                     f" {row['errors']:.0f} of {row['requests']:.0f} | {idle[key]:.0f} | {sum(memory[key].values()):.0f} |")
+        lines.append(
+            f"| ({key}) | {name} | {ok[key]:.2f} | {row['p50']:.0f} | {row['p95']:.0f} |"
+            f" {row['errors']:.0f} of {row['requests']:.0f} | {idle[key]:.0f} | {sum(memory[key].values()):.0f} |"
+        )
     lines += [
         f"| (e) | offline ceiling: {best['runtime']}, {best['threads']} threads, batch {best['batch']} |"
         f" {best['ips']:.2f} img/s | | | | {ceiling['per_image_ms']:.0f} (batch 1) | |",

@@ -80,10 +80,28 @@ def main() -> int:
             client.post(f"{url}/predict", files=files).raise_for_status()
         pids = roles(url)
         duration = 3600  # stopped with SIGINT once the requests are done
-        spies = {role: subprocess.Popen([py_spy, "record", "--pid", str(pid), "--rate", str(RATE), "--format", "raw",
-                                         "--output", str(out / f"{role}.txt"), "--duration", str(duration),
-                                         "--nonblocking"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for role, pid in pids.items()}
+        spies = {
+            role: subprocess.Popen(
+                [
+                    py_spy,
+                    "record",
+                    "--pid",
+                    str(pid),
+                    "--rate",
+                    str(RATE),
+                    "--format",
+                    "raw",
+                    "--output",
+                    str(out / f"{role}.txt"),
+                    "--duration",
+                    str(duration),
+                    "--nonblocking",
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+            for role, pid in pids.items()
+        }
         time.sleep(2)  # py-spy attaches
         timings = []
         for _ in range(args.requests):
@@ -115,8 +133,9 @@ def main() -> int:
                 counts[category(stack.split(";"))] += int(count)
         total = sum(counts.values()) or 1
         lines += [f"## {role}", "", "| where | share | sampled ms per request |", "|---|---|---|"]
-        lines += [f"| {name} | {n / total:.0%} | {1000 * n / RATE / args.requests:.2f} |"
-                  for name, n in counts.most_common()]
+        lines += [
+            f"| {name} | {n / total:.0%} | {1000 * n / RATE / args.requests:.2f} |" for name, n in counts.most_common()
+        ]
         lines += [f"| all sampled | 100% | {1000 * total / RATE / args.requests:.2f} |", ""]
     args.report.write_text("\n".join(lines))
     print(f"report: {args.report}")

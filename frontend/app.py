@@ -126,8 +126,12 @@ def main() -> None:
     st.title("TikkaMasalAI")
     st.write("Upload a photo of a dish: see what it is, where the model looked, and how to cook it.")
 
-    uploaded = st.file_uploader("Photo of a dish", type=list(EXTENSIONS), key="photo",
-                                help=f"Accepted: {accepted_names()} (iPhone and Android photos included).")
+    uploaded = st.file_uploader(
+        "Photo of a dish",
+        type=list(EXTENSIONS),
+        key="photo",
+        help=f"Accepted: {accepted_names()} (iPhone and Android photos included).",
+    )
     if uploaded is None:
         return
     data = uploaded.getvalue()

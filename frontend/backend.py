@@ -35,8 +35,10 @@ class Backend:
     def _post_image(self, path: str, filename: str, jpeg: bytes) -> dict[str, Any]:
         with errors("the classifier"):
             response = httpx.post(
-                f"{self.base_url}{path}", files={"image": (filename, jpeg, "image/jpeg")},
-                headers=self.headers, timeout=self.timeout,
+                f"{self.base_url}{path}",
+                files={"image": (filename, jpeg, "image/jpeg")},
+                headers=self.headers,
+                timeout=self.timeout,
             )
             self._raise_for_status(response, "the classifier")
             return response.json()

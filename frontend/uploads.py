@@ -63,4 +63,6 @@ def prepare_upload(data: bytes, max_side: int = MAX_SIDE, target_bytes: int = TA
             if buffer.tell() <= target_bytes:
                 return PreparedUpload(buffer.getvalue(), image.width, image.height, len(data), content_hash(data))
         # Still too big at the lowest quality (noise-like content): shrink and retry.
-        image = image.resize((max(1, int(image.width * 0.8)), max(1, int(image.height * 0.8))), Image.Resampling.LANCZOS)
+        image = image.resize(
+            (max(1, int(image.width * 0.8)), max(1, int(image.height * 0.8))), Image.Resampling.LANCZOS
+        )

@@ -43,8 +43,12 @@ takoyaki tiramisu tuna_tartare waffles
 """.split()
 # google/siglip-base-patch16-224's vision tower.
 BASE_PATCH16_224 = {
-    "image_size": 224, "patch_size": 16, "hidden_size": 768, "num_hidden_layers": 12,
-    "num_attention_heads": 12, "intermediate_size": 3072,
+    "image_size": 224,
+    "patch_size": 16,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
 }
 
 
@@ -57,9 +61,15 @@ def save_checkpoint(directory: Path, vision: dict = BASE_PATCH16_224, labels: li
     config = SiglipConfig(
         vision_config=vision,
         # Unused by the image classifier; the smallest the config accepts.
-        text_config={"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
-                     "intermediate_size": 64, "vocab_size": 100},
-        id2label=dict(enumerate(labels)), label2id={label: i for i, label in enumerate(labels)},
+        text_config={
+            "hidden_size": 32,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "intermediate_size": 64,
+            "vocab_size": 100,
+        },
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
     )
     SiglipForImageClassification(config).save_pretrained(directory)
     size = vision["image_size"]

@@ -43,13 +43,25 @@ def parse_args(argv: list[str] | None):
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     source = parser.add_mutually_exclusive_group()
-    source.add_argument("--bucket", default=settings.gcs_bucket, help="GCS bucket (default: %(default)s, TIKKA_GCS_BUCKET)")
+    source.add_argument(
+        "--bucket", default=settings.gcs_bucket, help="GCS bucket (default: %(default)s, TIKKA_GCS_BUCKET)"
+    )
     source.add_argument("--from-dir", type=Path, help="import a local checkpoint directory instead")
-    parser.add_argument("--prefix", default=settings.gcs_prefix, help="folder in the bucket (default: %(default)s, TIKKA_GCS_PREFIX)")
-    parser.add_argument("--tag", default=settings.gcs_model_name, help="model name in the store (default: %(default)s); the version is derived from the content")
+    parser.add_argument(
+        "--prefix", default=settings.gcs_prefix, help="folder in the bucket (default: %(default)s, TIKKA_GCS_PREFIX)"
+    )
+    parser.add_argument(
+        "--tag",
+        default=settings.gcs_model_name,
+        help="model name in the store (default: %(default)s); the version is derived from the content",
+    )
     parser.add_argument("--project", default=None, help="GCP project (default: GOOGLE_CLOUD_PROJECT / ADC)")
-    parser.add_argument("--tag-file", type=Path, help="write the imported model's store tag to this file (for the build scripts)")
-    parser.add_argument("--timeout", type=float, default=60.0, help="seconds per storage call, retries included (default: %(default)s)")
+    parser.add_argument(
+        "--tag-file", type=Path, help="write the imported model's store tag to this file (for the build scripts)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds per storage call, retries included (default: %(default)s)"
+    )
     return parser.parse_args(argv)
 
 

@@ -100,7 +100,9 @@ def write_checkpoint(model, labels: list[str], directory: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--name", default=DEFAULT_MODEL_NAME, help="model name in the store")
-    parser.add_argument("--tag-file", type=Path, help="write the model's store tag to this file (for the build scripts)")
+    parser.add_argument(
+        "--tag-file", type=Path, help="write the model's store tag to this file (for the build scripts)"
+    )
     args = parser.parse_args(argv)
 
     weights = source_weights_path()

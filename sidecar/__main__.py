@@ -21,8 +21,13 @@ def main() -> None:
     parser.add_argument("--model-name", default=defaults.model_name)
     args = parser.parse_args()
     settings = defaults.model_copy(
-        update={"host": args.host, "port": args.port, "threads": args.threads,
-                "context_size": args.context_size, "model_name": args.model_name}
+        update={
+            "host": args.host,
+            "port": args.port,
+            "threads": args.threads,
+            "context_size": args.context_size,
+            "model_name": args.model_name,
+        }
     )
     logging.basicConfig(level=logging.INFO, format="%(asctime)s [sidecar] %(message)s")
     uvicorn.run(create_app(settings), host=settings.host, port=settings.port, log_level="warning")

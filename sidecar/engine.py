@@ -60,8 +60,11 @@ class LlamaEngine:
         # The GGUF carries no chat template: without chat_format llama.cpp falls
         # back to a llama-2 template and Gemma answers with empty text.
         self.llm = Llama(
-            model_path=str(model_path), chat_format="gemma", n_threads=threads,
-            n_ctx=context_size, verbose=False,
+            model_path=str(model_path),
+            chat_format="gemma",
+            n_threads=threads,
+            n_ctx=context_size,
+            verbose=False,
         )
         self.load_duration_ns = time.monotonic_ns() - started
         self.model_path = model_path
@@ -107,7 +110,9 @@ class LlamaEngine:
             if choice.get("text"):
                 yield choice["text"]
 
-    def _chat_tokens(self, messages: list[dict[str, Any]], options: dict[str, Any], generation: Generation) -> Iterator[str]:
+    def _chat_tokens(
+        self, messages: list[dict[str, Any]], options: dict[str, Any], generation: Generation
+    ) -> Iterator[str]:
         stream = self.llm.create_chat_completion(messages=messages, stream=True, **self.completion_kwargs(options))
         for chunk in stream:
             choice = chunk["choices"][0]
@@ -161,5 +166,7 @@ class LlamaEngine:
     def completion(self, prompt: str, options: dict[str, Any], generation: Generation) -> AsyncIterator[str]:
         return self.stream(lambda g: self._completion_tokens(prompt, options, g), generation)
 
-    def chat(self, messages: list[dict[str, Any]], options: dict[str, Any], generation: Generation) -> AsyncIterator[str]:
+    def chat(
+        self, messages: list[dict[str, Any]], options: dict[str, Any], generation: Generation
+    ) -> AsyncIterator[str]:
         return self.stream(lambda g: self._chat_tokens(messages, options, g), generation)

@@ -121,8 +121,16 @@ def create_app(settings: SidecarSettings | None = None) -> FastAPI:
     @app.get("/api/ps")
     async def ps() -> dict[str, Any]:
         expires = datetime.now(UTC) + timedelta(days=365)  # loaded for the life of the process
-        return {"models": [{**model_entry(), "expires_at": expires.isoformat(), "size_vram": 0,
-                            "context_length": settings.context_size}]}
+        return {
+            "models": [
+                {
+                    **model_entry(),
+                    "expires_at": expires.isoformat(),
+                    "size_vram": 0,
+                    "context_length": settings.context_size,
+                }
+            ]
+        }
 
     @app.post("/api/show")
     async def show(request: Request) -> dict[str, Any]:
@@ -146,9 +154,7 @@ def create_app(settings: SidecarSettings | None = None) -> FastAPI:
     def record(extra: dict[str, Any]) -> bytes:
         return json.dumps({"model": settings.model_name, "created_at": now(), **extra}).encode() + b"\n"
 
-    async def respond(
-        body: dict[str, Any], pieces: AsyncIterator[str], generation: Generation, as_chat: bool
-    ):
+    async def respond(body: dict[str, Any], pieces: AsyncIterator[str], generation: Generation, as_chat: bool):
         def content(text: str) -> dict[str, Any]:
             return {"message": {"role": "assistant", "content": text}} if as_chat else {"response": text}
 
@@ -157,8 +163,13 @@ def create_app(settings: SidecarSettings | None = None) -> FastAPI:
                 text = "".join([piece async for piece in pieces])
             except StreamError as exc:
                 raise OllamaError(500, str(exc)) from None
-            payload = {"model": settings.model_name, "created_at": now(), **content(text), "done": True,
-                       **generation.stats(engine().load_duration_ns)}
+            payload = {
+                "model": settings.model_name,
+                "created_at": now(),
+                **content(text),
+                "done": True,
+                **generation.stats(engine().load_duration_ns),
+            }
             return JSONResponse(payload)
 
         async def lines() -> AsyncIterator[bytes]:
@@ -181,8 +192,9 @@ def create_app(settings: SidecarSettings | None = None) -> FastAPI:
         if body.get("system"):
             prompt = f"{body['system']}\n\n{prompt}"
         if not prompt:  # Ollama: an empty prompt only loads the model
-            return JSONResponse({"model": settings.model_name, "created_at": now(), "response": "",
-                                 "done": True, "done_reason": "load"})
+            return JSONResponse(
+                {"model": settings.model_name, "created_at": now(), "response": "", "done": True, "done_reason": "load"}
+            )
         # Checked before anything streams, with the message Ollama gives when it does not
         # truncate; llama.cpp would fail mid-request ("exceed context window") as a 500.
         if (tokens := engine().prompt_tokens(prompt)) >= settings.context_size:
@@ -201,9 +213,15 @@ def create_app(settings: SidecarSettings | None = None) -> FastAPI:
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise OllamaError(400, "messages must be a list of objects")
         if not messages:
-            return JSONResponse({"model": settings.model_name, "created_at": now(),
-                                 "message": {"role": "assistant", "content": ""},
-                                 "done": True, "done_reason": "load"})
+            return JSONResponse(
+                {
+                    "model": settings.model_name,
+                    "created_at": now(),
+                    "message": {"role": "assistant", "content": ""},
+                    "done": True,
+                    "done_reason": "load",
+                }
+            )
         for message in messages:
             if message.get("role") not in SUPPORTED_ROLES:
                 raise OllamaError(400, f"unsupported role {message.get('role')!r}")

@@ -30,9 +30,7 @@ DATA = ROOT / "tests" / "data"
 @pytest.fixture(scope="session")
 def default_model():
     """The embedded default model, imported into the store if it is not there yet."""
-    subprocess.run(
-        [sys.executable, str(ROOT / "models" / "import_default_model.py")], check=True, env=os.environ
-    )
+    subprocess.run([sys.executable, str(ROOT / "models" / "import_default_model.py")], check=True, env=os.environ)
     import bentoml
 
     return bentoml.models.get("food-classifier:latest")

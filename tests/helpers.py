@@ -98,9 +98,12 @@ def served_bento(
     server_env.pop("PROMETHEUS_MULTIPROC_DIR", None)  # bentoml serve sets its own
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, *(command or ["-m", "bentoml", "serve", target]), "--port", "0",
-             "--host", "127.0.0.1"],
-            cwd=ROOT, env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [sys.executable, *(command or ["-m", "bentoml", "serve", target]), "--port", "0", "--host", "127.0.0.1"],
+            cwd=ROOT,
+            env=server_env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
     url = ""
     SERVED_STARTS.append(os.environ.get("PYTEST_CURRENT_TEST", "?").split(" ")[0])
@@ -222,6 +225,7 @@ def wait_ready(
     url: str, process: subprocess.Popen, log_path: Path | None, timeout: float, path: str = "/readyz"
 ) -> None:
     """Poll ``url + path`` until it answers 200; fail early, with the log, if the process exits."""
+
     def log() -> str:
         return log_path.read_text()[-4000:] if log_path else ""
 
@@ -294,8 +298,12 @@ def progressive_jpeg_bomb(side: int, scans: int = 90, quality: int = 5) -> bytes
     import numpy as np
 
     noise = np.random.default_rng(side).integers(0, 256, (side // 8, side // 8, 3), dtype=np.uint8)
-    photo = encode(Image.fromarray(noise).resize((side, side), Image.Resampling.BILINEAR), "JPEG",
-                   progressive=True, quality=quality)
+    photo = encode(
+        Image.fromarray(noise).resize((side, side), Image.Resampling.BILINEAR),
+        "JPEG",
+        progressive=True,
+        quality=quality,
+    )
     first_scan = photo.index(b"\xff\xda")
     return photo[:first_scan] + photo[first_scan:-2] * (scans // photo.count(b"\xff\xda")) + b"\xff\xd9"
 
@@ -320,21 +328,89 @@ def bad_uploads(max_bytes: int, max_pixels: int, photo_bytes: bytes) -> list[tup
         ("missing-field", {"files": {"file": ("p.jpg", photo_bytes, "image/jpeg")}}, 422, "missing_field"),
         ("text-field-only", {"files": {"other": (None, "x")}}, 422, "missing_field"),
         ("empty-file", {"files": {"image": ("e.jpg", b"", "image/jpeg")}}, 400, "empty_upload"),
-        ("not-an-image", {"files": {"image": ("x.jpg", b"%PDF-1.7 not a photo" * 20, "image/jpeg")}}, 400, "not_an_image"),
-        ("truncated-jpeg", {"files": {"image": ("t.jpg", truncated_jpeg(photo_bytes), "image/jpeg")}}, 400, "not_an_image"),
-        ("tiff-not-accepted", {"files": {"image": ("t.tif", encode(photo_image(), "TIFF"), "image/tiff")}}, 400, "not_an_image"),
+        (
+            "not-an-image",
+            {"files": {"image": ("x.jpg", b"%PDF-1.7 not a photo" * 20, "image/jpeg")}},
+            400,
+            "not_an_image",
+        ),
+        (
+            "truncated-jpeg",
+            {"files": {"image": ("t.jpg", truncated_jpeg(photo_bytes), "image/jpeg")}},
+            400,
+            "not_an_image",
+        ),
+        (
+            "tiff-not-accepted",
+            {"files": {"image": ("t.tif", encode(photo_image(), "TIFF"), "image/tiff")}},
+            400,
+            "not_an_image",
+        ),
         ("declared-text", {"files": {"image": ("a.txt", b"hello", "text/plain")}}, 415, "unsupported_media_type"),
-        ("declared-pdf", {"files": {"image": ("a.pdf", photo_bytes, "application/pdf")}}, 415, "unsupported_media_type"),
+        (
+            "declared-pdf",
+            {"files": {"image": ("a.pdf", photo_bytes, "application/pdf")}},
+            415,
+            "unsupported_media_type",
+        ),
         ("json-body", {"json": {"image": "https://example.com/pizza.jpg"}}, 415, "unsupported_media_type"),
         ("url-in-file-field", {"files": {"image": (None, "http://127.0.0.1:9/pizza.jpg")}}, 400, "not_a_file"),
-        ("file-in-another-field", {"files": {"image": ("p.jpg", photo_bytes, "image/jpeg"), "notes": ("n.bin", b"\xff\xfe\x00", "application/octet-stream")}}, 400, "unexpected_field"),
-        ("multipart-without-boundary", {"content": b"garbage", "headers": {"Content-Type": "multipart/form-data"}}, 400, "malformed_form"),
-        ("multipart-garbage", {"content": b"not a multipart body", "headers": {"Content-Type": "multipart/form-data; boundary=xyz"}}, 400, "malformed_form"),
-        ("part-without-content-disposition", {"content": b"--xyz\r\nContent-Type: image/jpeg\r\n\r\nabc\r\n--xyz--\r\n", "headers": {"Content-Type": "multipart/form-data; boundary=xyz"}}, 400, "malformed_form"),
+        (
+            "file-in-another-field",
+            {
+                "files": {
+                    "image": ("p.jpg", photo_bytes, "image/jpeg"),
+                    "notes": ("n.bin", b"\xff\xfe\x00", "application/octet-stream"),
+                }
+            },
+            400,
+            "unexpected_field",
+        ),
+        (
+            "multipart-without-boundary",
+            {"content": b"garbage", "headers": {"Content-Type": "multipart/form-data"}},
+            400,
+            "malformed_form",
+        ),
+        (
+            "multipart-garbage",
+            {"content": b"not a multipart body", "headers": {"Content-Type": "multipart/form-data; boundary=xyz"}},
+            400,
+            "malformed_form",
+        ),
+        (
+            "part-without-content-disposition",
+            {
+                "content": b"--xyz\r\nContent-Type: image/jpeg\r\n\r\nabc\r\n--xyz--\r\n",
+                "headers": {"Content-Type": "multipart/form-data; boundary=xyz"},
+            },
+            400,
+            "malformed_form",
+        ),
         ("png-text-chunk-bomb", {"files": {"image": ("t.png", png_text_bomb(), "image/png")}}, 413, "image_too_large"),
-        ("two-images", {"files": [("image", ("a.jpg", photo_bytes, "image/jpeg")), ("image", ("b.jpg", photo_bytes, "image/jpeg"))]}, 400, "too_many_files"),
-        ("body-over-limit", {"files": {"image": ("big.jpg", photo_bytes + b"\0" * max_bytes, "image/jpeg")}}, 413, "upload_too_large"),
-        ("pixel-bomb", {"files": {"image": ("bomb.png", pixel_bomb_png(side, side), "image/png")}}, 413, "image_too_large"),
+        (
+            "two-images",
+            {
+                "files": [
+                    ("image", ("a.jpg", photo_bytes, "image/jpeg")),
+                    ("image", ("b.jpg", photo_bytes, "image/jpeg")),
+                ]
+            },
+            400,
+            "too_many_files",
+        ),
+        (
+            "body-over-limit",
+            {"files": {"image": ("big.jpg", photo_bytes + b"\0" * max_bytes, "image/jpeg")}},
+            413,
+            "upload_too_large",
+        ),
+        (
+            "pixel-bomb",
+            {"files": {"image": ("bomb.png", pixel_bomb_png(side, side), "image/png")}},
+            413,
+            "image_too_large",
+        ),
     ]
 
 
@@ -347,10 +423,20 @@ def gcs_emulator(data_dir: Path) -> Iterator[str]:
     original checksums.
     """
     process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "gcp-storage-emulator"), "start", "--host", "127.0.0.1",
-         "--port", "0", "--quiet"],
-        cwd=data_dir, env={**os.environ, "STORAGE_BASE": str(data_dir)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        [
+            str(Path(sys.executable).parent / "gcp-storage-emulator"),
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--quiet",
+        ],
+        cwd=data_dir,
+        env={**os.environ, "STORAGE_BASE": str(data_dir)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
     )
     try:
         url = f"http://127.0.0.1:{listening_port(process, 30)}"
@@ -384,12 +470,12 @@ class SidecarProcess:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 120) -> SidecarProcess:
-        args = [sys.executable, "-m", "sidecar", "--port", str(self.port), "--threads", "1",
-                "--context-size", "1024"]
+        args = [sys.executable, "-m", "sidecar", "--port", str(self.port), "--threads", "1", "--context-size", "1024"]
         if self.model_name:
             args += ["--model-name", self.model_name]
-        self.process = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.DEVNULL,
-                                        stderr=subprocess.DEVNULL, start_new_session=True)
+        self.process = subprocess.Popen(
+            args, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         self.port = listening_port(self.process, timeout)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

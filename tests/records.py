@@ -39,7 +39,9 @@ def record(section: str, rows: list[dict], test: str | None = None, **summary) -
     test = test or os.environ.get("PYTEST_CURRENT_TEST", "manual").split(" ")[0]
     RECORDS.mkdir(parents=True, exist_ok=True)
     payload = {
-        "test": test, "rows": rows, "summary": summary,
+        "test": test,
+        "rows": rows,
+        "summary": summary,
         "recorded": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
@@ -66,8 +68,10 @@ def write_session_records() -> None:
 def table(rows: list[dict]) -> list[str]:
     keys = list(dict.fromkeys(key for row in rows for key in row))
     lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-    lines += ["| " + " | ".join(str(row.get(k, "")).replace("|", "\\|").replace("\n", " ") for k in keys) + " |"
-              for row in rows]
+    lines += [
+        "| " + " | ".join(str(row.get(k, "")).replace("|", "\\|").replace("\n", " ") for k in keys) + " |"
+        for row in rows
+    ]
     return lines + [""]
 
 

@@ -22,8 +22,13 @@ def save_tiny_vit(directory: Path, layers: int = 2, heads: int = 2) -> Path:
 
     torch.manual_seed(0)
     config = ViTConfig(
-        image_size=224, patch_size=16, hidden_size=32, num_hidden_layers=layers,
-        num_attention_heads=heads, intermediate_size=64, **label_maps(),
+        image_size=224,
+        patch_size=16,
+        hidden_size=32,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=64,
+        **label_maps(),
     )
     ViTForImageClassification(config).save_pretrained(directory)
     ViTImageProcessor(size={"height": 224, "width": 224}).save_pretrained(directory)
@@ -34,6 +39,12 @@ def save_tiny_siglip(directory: Path, layers: int = 2, heads: int = 2) -> Path:
     """The production architecture's builder (models/build_production_architecture.py) at toy width."""
     from models.build_production_architecture import save_checkpoint
 
-    vision = {"image_size": 224, "patch_size": 16, "hidden_size": 32, "num_hidden_layers": layers,
-              "num_attention_heads": heads, "intermediate_size": 64}
+    vision = {
+        "image_size": 224,
+        "patch_size": 16,
+        "hidden_size": 32,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "intermediate_size": 64,
+    }
     return save_checkpoint(directory, vision, LABELS)

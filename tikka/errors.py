@@ -98,7 +98,7 @@ class Unauthorized(ServiceError):
     status_code = 401
     error = "unauthorized"
     example = "a valid API key is required: Authorization: Bearer <key> or X-API-Key"
-    header_names = ('WWW-Authenticate',)
+    header_names = ("WWW-Authenticate",)
 
 
 class NotTheGateway(Unauthorized):
@@ -186,7 +186,7 @@ class TooManyRequests(ServiceError):
     status_code = 429
     error = "too_many_requests"
     example = "more than 64 requests in flight; retry after 1 s"
-    header_names = ('Retry-After',)
+    header_names = ("Retry-After",)
 
 
 # ---- The service cannot answer now (5xx) -----------------------------------------------

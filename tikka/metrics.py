@@ -12,9 +12,7 @@ import time
 
 from prometheus_client import Counter, Gauge, Histogram
 
-PREDICTIONS = Counter(
-    "tikka_predictions", "Predictions served, by top-1 label.", labelnames=["label"]
-)
+PREDICTIONS = Counter("tikka_predictions", "Predictions served, by top-1 label.", labelnames=["label"])
 INFERENCE_SECONDS = Histogram(
     "tikka_inference_seconds",
     "Model time per call: one adaptive batch (classify), one image (explain), the start-up warm-up.",

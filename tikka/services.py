@@ -171,8 +171,9 @@ class Gateway:
     # TIKKA_ONE_PROCESS declares no dependency, so `bentoml serve` starts no classifier worker;
     # the classifier is built here, as BentoML builds a dependency it has no address for
     # (Dependency.get), and is called the same way.
-    classifier = (functools.cached_property(lambda self: Classifier()) if declared.one_process
-                  else bentoml.depends(Classifier))
+    classifier = (
+        functools.cached_property(lambda self: Classifier()) if declared.one_process else bentoml.depends(Classifier)
+    )
     model_ref = bentoml.models.BentoModel(declared.model_tag)
 
     def __init__(self) -> None:
@@ -203,12 +204,18 @@ class Gateway:
         metrics.START_TIME.set(time.time())
         metrics.report_resident_memory("Gateway")
         if not settings.api_keys:
-            logger.warning("access control is off: TIKKA_API_KEYS is empty, so anyone who reaches this port"
-                           " can use the API (fine on a laptop; set keys and TIKKA_REQUIRE_AUTH in production)")
+            logger.warning(
+                "access control is off: TIKKA_API_KEYS is empty, so anyone who reaches this port"
+                " can use the API (fine on a laptop; set keys and TIKKA_REQUIRE_AUTH in production)"
+            )
         api_app.state.openapi = public_openapi(Gateway.openapi_spec.asdict())
         bound_endpoint_labels(
-            frozenset({api.route for api in Gateway.apis.values()} | {route.path for route in api_app.routes}
-                      | {API_PREFIX + path for path in VERSIONED_PATHS} | set(BENTOML_ROUTES)),
+            frozenset(
+                {api.route for api in Gateway.apis.values()}
+                | {route.path for route in api_app.routes}
+                | {API_PREFIX + path for path in VERSIONED_PATHS}
+                | set(BENTOML_ROUTES)
+            ),
             ("/static_content/",),
         )
 
@@ -240,9 +247,7 @@ class Gateway:
         costly image, once it is its turn; the decode itself stops at its CPU budget."""
         draft = self.input_spec.draft_size if self.settings.jpeg_draft_decode else None
         limits = {"max_pixels": self.settings.max_image_pixels, "draft_size": draft}
-        cost = await anyio.to_thread.run_sync(
-            lambda: decoding_cost(image.data, **limits), limiter=self.decode_limiter
-        )
+        cost = await anyio.to_thread.run_sync(lambda: decoding_cost(image.data, **limits), limiter=self.decode_limiter)
         async with self.decode_memory.hold(cost.memory_bytes), self.costly_decodes.turn(cost.pixel_passes):
             return await anyio.to_thread.run_sync(
                 lambda: self._decode_bytes(image.data, limits, cost.opened), limiter=self.decode_limiter
@@ -272,9 +277,7 @@ class Gateway:
         )
 
     @bentoml.api(route="/predict/explain")
-    async def explain(
-        self, image: ImageUpload, ctx: bentoml.Context
-    ) -> ExplanationResponse:
+    async def explain(self, image: ImageUpload, ctx: bentoml.Context) -> ExplanationResponse:
         """Where the model looked: Grad-CAM for CNNs, attention rollout for transformers."""
         try:
             if self.explain_method is None:
@@ -315,7 +318,12 @@ class Gateway:
 
     @bentoml.api(route="/llm/dish", input_spec=DishRequest)
     async def llm_dish(
-        self, dish: str, task: Task, temperature: float, max_tokens: int, stream: bool,
+        self,
+        dish: str,
+        task: Task,
+        temperature: float,
+        max_tokens: int,
+        stream: bool,
         ctx: bentoml.Context,
     ) -> GenerateResponse:
         """A recipe, nutrition facts or the origin of a dish, from a completion-style template."""
@@ -368,9 +376,7 @@ async def classifier_errors(timeout_s: int):
                 "the classifier is at capacity (adaptive batching latency budget); retry shortly"
             ) from None
         if status in (408, 504):
-            raise ClassifierTimeout(
-                f"the classifier did not answer within {timeout_s} s"
-            ) from None
+            raise ClassifierTimeout(f"the classifier did not answer within {timeout_s} s") from None
         raise
 
 

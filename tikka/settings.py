@@ -76,7 +76,8 @@ class Settings(BaseSettings):
         description="BentoML model store tag of the classifier to serve.",
     )
     git_sha: str = Field(
-        "unknown", description="The commit the Bento was built from (a build argument; shown in / and tikka_build_info)."
+        "unknown",
+        description="The commit the Bento was built from (a build argument; shown in / and tikka_build_info).",
     )
     runtime: Literal["auto", "openvino", "onnxruntime", "torch"] = Field(
         "auto",
@@ -101,13 +102,16 @@ class Settings(BaseSettings):
         "auto", description="auto picks CUDA (then MPS for torch), then CPU."
     )
     inference_threads: int = Field(
-        default_factory=available_cpus, ge=1,
+        default_factory=available_cpus,
+        ge=1,
         description="Threads the runtime uses per call; default: the CPUs of the process's cgroup quota, else its cores.",
     )
     top_k: int = Field(5, ge=1, le=100, description="Dishes in a /predict answer.")
 
     # Where models/download_model.py finds the production model (not read by the service).
-    gcs_bucket: str = Field("tikkamasalai-models", description="GCS bucket of the production model (models/download_model.py).")
+    gcs_bucket: str = Field(
+        "tikkamasalai-models", description="GCS bucket of the production model (models/download_model.py)."
+    )
     gcs_prefix: str = Field("food-101-93m", description="Folder of the checkpoint in that bucket.")
     gcs_model_name: str = Field("food101-siglip", description="Model store name it is imported under.")
 
@@ -130,7 +134,8 @@ class Settings(BaseSettings):
         5_000, ge=100, description="Adaptive batching's latency budget: a request predicted to take longer gets a 503."
     )
     classifier_connection_max_age_s: float = Field(
-        60.0, gt=0,
+        60.0,
+        gt=0,
         description=(
             "How long the gateway keeps one pool of connections to the classifier beside it"
             " (BentoML's Unix socket). Deployed apart, each call has a connection of its own,"
@@ -149,7 +154,8 @@ class Settings(BaseSettings):
         10.0, gt=0, description="Longest pause between body bytes before a 408 (slow uploads still pass)."
     )
     body_timeout_s: float = Field(
-        30.0, gt=0,
+        30.0,
+        gt=0,
         description=(
             "Longest a whole request body may take before a 408: a client trickling a byte"
             " at a time holds its connection no longer. Behind nginx (the stacks) bodies arrive"
@@ -157,7 +163,8 @@ class Settings(BaseSettings):
         ),
     )
     max_buffered_body_bytes: int = Field(
-        256 * 1024 * 1024, ge=1,
+        256 * 1024 * 1024,
+        ge=1,
         description="Request bodies the gateway holds at once, in bytes; past it, 429 (bodies are read whole before admission).",
     )
     decode_threads: int = Field(
@@ -169,7 +176,8 @@ class Settings(BaseSettings):
         ),
     )
     decode_memory_bytes: int = Field(
-        512 * 1024 * 1024, ge=16 * 1024 * 1024,
+        512 * 1024 * 1024,
+        ge=16 * 1024 * 1024,
         description=(
             "Memory the gateway's image decodes may hold at once, estimated from each header"
             " (a 6200x6200 WebP takes ~590 MB, a drafted phone JPEG a few). A larger image gets a 413;"
@@ -177,11 +185,13 @@ class Settings(BaseSettings):
         ),
     )
     decode_memory_wait_s: float = Field(
-        10.0, ge=0,
+        10.0,
+        ge=0,
         description="Longest an upload waits for room in that budget, or for a costly decode's turn, before a 429.",
     )
     decode_cpu_s: float = Field(
-        1.0, gt=0,
+        1.0,
+        gt=0,
         description=(
             "CPU seconds one image's decode may take; past it the decode is stopped and the"
             " client gets a 413. A 40 Mpx progressive JPEG photo took 0.54 s on a 2-core EPYC;"
@@ -189,7 +199,8 @@ class Settings(BaseSettings):
         ),
     )
     costly_decode_pixels: int = Field(
-        24_000_000, ge=1,
+        24_000_000,
+        ge=1,
         description=(
             "Pixels times passes over them (a JPEG's scans) above which a decode is costly:"
             " costly decodes take turns (TIKKA_COSTLY_DECODES at once), so a wave of them"
@@ -197,7 +208,8 @@ class Settings(BaseSettings):
         ),
     )
     costly_decodes: int = Field(
-        default_factory=lambda: max(1, available_cpus() // 2), ge=1,
+        default_factory=lambda: max(1, available_cpus() // 2),
+        ge=1,
         description="Costly decodes at once (half the CPU quota's cores, at least one).",
     )
     jpeg_draft_decode: bool = Field(
@@ -267,7 +279,9 @@ class Settings(BaseSettings):
     rate_limit_per_s: float = Field(0.0, ge=0, description="Requests per second each client may sustain.")
     rate_limit_burst: int = Field(20, ge=1, description="Requests a client may send at once after a pause.")
     auth_failure_burst: int = Field(10, ge=1, description="Wrong API keys an address may send at once before 429s.")
-    auth_failures_per_min: float = Field(30.0, gt=0, description="Wrong API keys an address may send per minute, sustained.")
+    auth_failures_per_min: float = Field(
+        30.0, gt=0, description="Wrong API keys an address may send per minute, sustained."
+    )
 
 
 @lru_cache(maxsize=1)

@@ -66,8 +66,9 @@ def deploy(name: str, tag: str, rc: str, expected: str, log: str, load_prefix: s
             first = before[-1] if before else (start, 0, 0)
             last = until[-1] if until else first
             requests, failures = last[1] - first[1], last[2] - first[2]
-        record["phases"].append({"at": start, "seconds": round(end - start, 1), "what": what,
-                                 "requests": requests, "failures": failures})
+        record["phases"].append(
+            {"at": start, "seconds": round(end - start, 1), "what": what, "requests": requests, "failures": failures}
+        )
     if load_prefix:
         record["load"] = dict(zip(("requests", "failures"), load_totals(load_prefix), strict=True))
     append(record)
@@ -96,30 +97,49 @@ def render(output: str) -> None:
     ]
     for r in by_kind.get("step", []):
         lines.append(f"| {r['workflow']} | {r['step']} | {r['where']} | {r['how']} | {r.get('result', '')} |")
-    lines += ["", "## Images in the registry", "",
-              "| image | tags | platforms | size (compressed layers) | revision label | model label |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Images in the registry",
+        "",
+        "| image | tags | platforms | size (compressed layers) | revision label | model label |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in by_kind.get("image", []):
         sizes = ", ".join(f"{arch} {mb} MB" for arch, mb in r["sizes_mb"].items())
-        lines.append(f"| `{r['name']}` | {', '.join(f'`{t}`' for t in r['tags'])} | {', '.join(r['sizes_mb'])} | {sizes}"
-                     f" | `{r['revision'][:12]}` | {('`' + r['model'] + '`') if r.get('model') else '-'} |")
+        lines.append(
+            f"| `{r['name']}` | {', '.join(f'`{t}`' for t in r['tags'])} | {', '.join(r['sizes_mb'])} | {sizes}"
+            f" | `{r['revision'][:12]}` | {('`' + r['model'] + '`') if r.get('model') else '-'} |"
+        )
     for r in by_kind.get("served", []):
-        lines += ["", f"The backend image `{r['image']}`, pulled from the registry and run, served `{r['model']}`"
-                  f" (the model imported from the emulator's bucket) with `git_sha` `{r['git_sha'][:12]}`, and"
-                  f" `/metrics` has `{r['build_info']}`. Its top prediction for the pizza photo: `{r['top']}`."]
+        lines += [
+            "",
+            f"The backend image `{r['image']}`, pulled from the registry and run, served `{r['model']}`"
+            f" (the model imported from the emulator's bucket) with `git_sha` `{r['git_sha'][:12]}`, and"
+            f" `/metrics` has `{r['build_info']}`. Its top prediction for the pizza photo: `{r['top']}`.",
+        ]
     lines += ["", "## Deploys and rollbacks", ""]
     summary = ["| deploy | tag | exit code (expected) | load: requests | load: failed |", "|---|---|---|---|---|"]
     for r in by_kind.get("deploy", []):
         load = r.get("load", {})
-        summary.append(f"| {r['name']} | `{r['tag']}` | {r['rc']} ({r['expected_rc']}) | {load.get('requests', '-')}"
-                       f" | {load.get('failures', '-')} |")
+        summary.append(
+            f"| {r['name']} | `{r['tag']}` | {r['rc']} ({r['expected_rc']}) | {load.get('requests', '-')}"
+            f" | {load.get('failures', '-')} |"
+        )
     lines += summary
     for r in by_kind.get("deploy", []):
-        lines += ["", f"### {r['name']}", "", "| t (s) | phase | seconds | requests | failed |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            f"### {r['name']}",
+            "",
+            "| t (s) | phase | seconds | requests | failed |",
+            "|---|---|---|---|---|",
+        ]
         t0 = r["phases"][0]["at"] if r["phases"] else 0
         for p in r["phases"]:
             dash = lambda v: "-" if v is None else v  # noqa: E731
-            lines.append(f"| {p['at'] - t0:.1f} | {p['what']} | {p['seconds']} | {dash(p['requests'])} | {dash(p['failures'])} |")
+            lines.append(
+                f"| {p['at'] - t0:.1f} | {p['what']} | {p['seconds']} | {dash(p['requests'])} | {dash(p['failures'])} |"
+            )
     checks = by_kind.get("check", [])
     lines += ["", "## Checks", "", "| check | result |", "|---|---|"]
     lines += [f"| {c['name']} | {'pass' if c['ok'] else 'FAIL'} |" for c in checks]

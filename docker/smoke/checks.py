@@ -52,10 +52,17 @@ def through_nginx(args) -> None:
     app = httpx.Client(base_url="https://127.0.0.1", headers={"Host": app_host}, verify=False, timeout=30)
 
     r = plain.get("/predict", headers={"Host": api_host})
-    check("http redirects to https", r.status_code == 301 and r.headers.get("location") == f"https://{api_host}/predict",
-          f"{r.status_code} {r.headers.get('location')}")
+    check(
+        "http redirects to https",
+        r.status_code == 301 and r.headers.get("location") == f"https://{api_host}/predict",
+        f"{r.status_code} {r.headers.get('location')}",
+    )
     r = plain.get(f"/.well-known/acme-challenge/{args.acme_token}", headers={"Host": app_host})
-    check("ACME challenge served over http", r.status_code == 200 and r.text.strip() == args.acme_token, str(r.status_code))
+    check(
+        "ACME challenge served over http",
+        r.status_code == 200 and r.text.strip() == args.acme_token,
+        str(r.status_code),
+    )
 
     r = api.get("/health")
     check("api: /health", r.status_code == 200 and r.json().get("status") == "ok", r.text[:80])
@@ -73,14 +80,18 @@ def through_nginx(args) -> None:
     check("api: explains the pizza photo (heatmap PNG)", ok, str(r.status_code))
     r = api.get("/llm/health")
     body = r.json()
-    check("api: /llm/health healthy, ollama_url http://ollama:11434",
-          body.get("status") == "healthy" and body.get("ollama_url") == "http://ollama:11434", json.dumps(body)[:120])
+    check(
+        "api: /llm/health healthy, ollama_url http://ollama:11434",
+        body.get("status") == "healthy" and body.get("ollama_url") == "http://ollama:11434",
+        json.dumps(body)[:120],
+    )
 
     # NDJSON through nginx arrives line by line, not in one buffered piece.
     started = time.perf_counter()
     arrivals, lines = [], []
-    with api.stream("POST", "/llm/dish", json={"dish": "pizza", "task": "recipe", "stream": True,
-                                               "max_tokens": 48}) as r:
+    with api.stream(
+        "POST", "/llm/dish", json={"dish": "pizza", "task": "recipe", "stream": True, "max_tokens": 48}
+    ) as r:
         for line in r.iter_lines():
             if line:
                 arrivals.append(time.perf_counter() - started)
@@ -89,29 +100,45 @@ def through_nginx(args) -> None:
     # Buffered, every line arrives in the same read; streamed, nearly each at its own time.
     # (Not the spread against the total time: the first token's wait varies with the load.)
     distinct_arrivals = len({round(t, 3) for t in arrivals})
-    check("api: LLM answer streams unbuffered through nginx",
-          r.status_code == 200 and done.get("done") is True and "error" not in done and len(lines) > 5
-          and distinct_arrivals > len(lines) // 2,
-          f"{len(lines)} lines at {distinct_arrivals} distinct times, first at {arrivals[0]:.2f} s,"
-          f" last at {arrivals[-1]:.2f} s" if arrivals else r.text[:80])
+    check(
+        "api: LLM answer streams unbuffered through nginx",
+        r.status_code == 200
+        and done.get("done") is True
+        and "error" not in done
+        and len(lines) > 5
+        and distinct_arrivals > len(lines) // 2,
+        f"{len(lines)} lines at {distinct_arrivals} distinct times, first at {arrivals[0]:.2f} s,"
+        f" last at {arrivals[-1]:.2f} s"
+        if arrivals
+        else r.text[:80],
+    )
     r = api.post("/llm/generate", json={"prompt": "Guacamole comes from", "max_tokens": 32})
     check("api: LLM answer (non-streaming)", r.status_code == 200 and r.json().get("response"), str(r.status_code))
 
     big = b"\xff\xd8" + b"0" * (11 * 1024 * 1024)
     r = api.post("/predict", files={"image": ("big.jpg", big, "image/jpeg")})
-    check("api: body over the limit is a JSON 413 at nginx",
-          r.status_code == 413 and r.json().get("error") == "upload_too_large", f"{r.status_code} {r.text[:80]}")
+    check(
+        "api: body over the limit is a JSON 413 at nginx",
+        r.status_code == 413 and r.json().get("error") == "upload_too_large",
+        f"{r.status_code} {r.text[:80]}",
+    )
     r = api.post("/predict", files={"image": ("notes.txt", b"hello", "text/plain")})
     check("api: bad upload is a JSON 4xx", 400 <= r.status_code < 500 and "detail" in r.json(), str(r.status_code))
 
     r = api.post("/predict", content=b"garbage", headers={"Content-Type": "multipart/form-data"})
-    check("api: multipart without a boundary is a JSON 400", r.status_code == 400
-          and r.json().get("error") == "malformed_form", f"{r.status_code} {r.text[:80]}")
+    check(
+        "api: multipart without a boundary is a JSON 400",
+        r.status_code == 400 and r.json().get("error") == "malformed_form",
+        f"{r.status_code} {r.text[:80]}",
+    )
     started = time.perf_counter()
     answer = stalled_upload("127.0.0.1", 443, api_host)
     waited = time.perf_counter() - started
-    check("api: nginx drops a stalled upload after its 10 s body timeout (nginx sends no 408)",
-          answer == "" and 9 < waited < 25 and api.get("/readyz").status_code == 200, f"{waited:.1f} s {answer[:80]!r}")
+    check(
+        "api: nginx drops a stalled upload after its 10 s body timeout (nginx sends no 408)",
+        answer == "" and 9 < waited < 25 and api.get("/readyz").status_code == 200,
+        f"{waited:.1f} s {answer[:80]!r}",
+    )
 
     r = app.get("/")
     check("app: Streamlit page", r.status_code == 200 and "<title>Streamlit</title>" in r.text, str(r.status_code))
@@ -125,10 +152,14 @@ def stalled_upload(host: str, port: int, host_header: str) -> str:
     """Headers that promise 100000 bytes, then 10 arrive; what comes back before nginx closes."""
     context = ssl.create_default_context()
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
-    with socket.create_connection((host, port), timeout=30) as raw, \
-            context.wrap_socket(raw, server_hostname=host_header) as sock:
-        sock.sendall(f"POST /predict HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: multipart/form-data;"
-                     " boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n".encode())
+    with (
+        socket.create_connection((host, port), timeout=30) as raw,
+        context.wrap_socket(raw, server_hostname=host_header) as sock,
+    ):
+        sock.sendall(
+            f"POST /predict HTTP/1.1\r\nHost: {host_header}\r\nContent-Type: multipart/form-data;"
+            " boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n".encode()
+        )
         answer = b""
         try:
             while chunk := sock.recv(65536):
@@ -144,15 +175,21 @@ def websocket_upgrade(host: str, port: int, host_header: str, path: str) -> str:
     context.check_hostname, context.verify_mode = False, ssl.CERT_NONE
     with socket.create_connection((host, port), timeout=10) as raw, context.wrap_socket(raw) as tls:
         key = base64.b64encode(b"tikka-smoke-key!").decode()
-        tls.sendall((f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                     f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n").encode())
+        tls.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host_header}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+            ).encode()
+        )
         return tls.recv(4096).decode(errors="replace").split("\r\n", 1)[0]
 
 
 def published_ports(args) -> None:
     r = httpx.get("http://127.0.0.1:8000/health", timeout=10)
     check("host :8000 /health (existing clients)", r.status_code == 200, str(r.status_code))
-    r = httpx.post("http://127.0.0.1:8000/predict", files={"image": ("p.jpg", pizza_photo(args), "image/jpeg")}, timeout=60)
+    r = httpx.post(
+        "http://127.0.0.1:8000/predict", files={"image": ("p.jpg", pizza_photo(args), "image/jpeg")}, timeout=60
+    )
     check("host :8000 /predict", top_label(r) == "pizza", str(r.status_code))
     r = httpx.get("http://127.0.0.1:8501/_stcore/health", timeout=10)
     check("host :8501 Streamlit health", r.status_code == 200, str(r.status_code))
@@ -163,8 +200,10 @@ def slow_client_wave(args, connections: int = 256, gap_s: float = 5.0, seconds: 
     every 5 s (under nginx's 10 s body timeout), while a normal client keeps classifying.
     nginx buffers each body whole before the backend sees it, so the trickles hold nginx's
     cheap connections, never the Bento's admission slots."""
-    head = (b"POST /predict HTTP/1.1\r\nHost: tikka-backend\r\nContent-Type: multipart/form-data;"
-            b" boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n")
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: tikka-backend\r\nContent-Type: multipart/form-data;"
+        b" boundary=x\r\nContent-Length: 100000\r\n\r\n--x\r\n"
+    )
     trickles = []
     for _ in range(connections):
         sock = socket.create_connection(("127.0.0.1", 8000), timeout=10)
@@ -188,10 +227,13 @@ def slow_client_wave(args, connections: int = 256, gap_s: float = 5.0, seconds: 
         for sock in trickles:
             sock.close()
     ok = statuses.count(200) / max(1, len(statuses))
-    check(f"host :8000 under a slow-POST wave ({connections} connections, a byte every {gap_s:g} s):"
-          " normal clients >= 95% 200", ok >= 0.95 and held == connections,
-          f"{statuses.count(200)}/{len(statuses)} x 200, median {1000 * sorted(times)[len(times) // 2]:.0f} ms;"
-          f" {held} slow connections still held by nginx")
+    check(
+        f"host :8000 under a slow-POST wave ({connections} connections, a byte every {gap_s:g} s):"
+        " normal clients >= 95% 200",
+        ok >= 0.95 and held == connections,
+        f"{statuses.count(200)}/{len(statuses)} x 200, median {1000 * sorted(times)[len(times) // 2]:.0f} ms;"
+        f" {held} slow connections still held by nginx",
+    )
 
 
 def answered(sock: socket.socket) -> bool:
@@ -218,7 +260,9 @@ def prometheus(args) -> None:
             series = query(target["expr"])
             values = [s["value"][1] for s in series]
             ok = any(v not in ("NaN", "+Inf", "-Inf") for v in values)
-            check(f"grafana panel '{panel['title']}' [{target['legendFormat']}]", ok, f"{len(series)} series {values[:3]}")
+            check(
+                f"grafana panel '{panel['title']}' [{target['legendFormat']}]", ok, f"{len(series)} series {values[:3]}"
+            )
 
 
 def traffic(args, rounds: int) -> None:

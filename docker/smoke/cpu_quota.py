@@ -25,8 +25,25 @@ def serve(image: str, cpus: str, port: int, env: dict[str, str]) -> str:
     name = f"tikka-cpu-quota-{port}"
     subprocess.run(["podman", "rm", "-f", name], capture_output=True)
     flags = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
-    subprocess.run(["podman", "run", "-d", "--init", "--name", name, f"--cpus={cpus}", "-e", "BENTOML_PORT=8000",
-                    *flags, "-p", f"127.0.0.1:{port}:8000", image], check=True, capture_output=True)
+    subprocess.run(
+        [
+            "podman",
+            "run",
+            "-d",
+            "--init",
+            "--name",
+            name,
+            f"--cpus={cpus}",
+            "-e",
+            "BENTOML_PORT=8000",
+            *flags,
+            "-p",
+            f"127.0.0.1:{port}:8000",
+            image,
+        ],
+        check=True,
+        capture_output=True,
+    )
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
@@ -44,8 +61,9 @@ def load(port: int, requests: int = 80, clients: int = 4) -> list[float]:
 
     def one(_: int) -> float:
         started = time.perf_counter()
-        response = httpx.post(f"http://127.0.0.1:{port}/predict", files={"image": ("p.jpg", photo, "image/jpeg")},
-                              timeout=60)
+        response = httpx.post(
+            f"http://127.0.0.1:{port}/predict", files={"image": ("p.jpg", photo, "image/jpeg")}, timeout=60
+        )
         response.raise_for_status()
         return time.perf_counter() - started
 
@@ -66,7 +84,9 @@ def main() -> None:
     variants = {
         f"quota ({expected} inference, {2 * expected} decode threads)": {},
         f"the old count ({cores} inference, {2 * cores} decode threads)": {
-            "TIKKA_INFERENCE_THREADS": str(cores), "TIKKA_DECODE_THREADS": str(2 * cores)},
+            "TIKKA_INFERENCE_THREADS": str(cores),
+            "TIKKA_DECODE_THREADS": str(2 * cores),
+        },
     }
     rows = []
     for label, env in variants.items():
@@ -75,7 +95,9 @@ def main() -> None:
             log = subprocess.run(["podman", "logs", name], capture_output=True, text=True)
             threads = expected if not env else cores
             line = f"{threads} inference threads"
-            assert line in log.stdout + log.stderr, f"{label}: no '{line}' in the log:\n{log.stdout[-3000:]}{log.stderr[-3000:]}"
+            assert line in log.stdout + log.stderr, (
+                f"{label}: no '{line}' in the log:\n{log.stdout[-3000:]}{log.stderr[-3000:]}"
+            )
             times = sorted(load(args.port))
         finally:
             subprocess.run(["podman", "rm", "-f", name], capture_output=True)

@@ -63,8 +63,11 @@ def render(folder: Path, keys: dict[str, str]) -> list[dict]:
 
 def one(documents: list[dict], kind: str, name: str) -> dict:
     """The document of this kind named ``name``, or ``name-<hash>`` as kustomize names what it generates."""
-    (found,) = [doc for doc in documents
-                if doc["kind"] == kind and re.fullmatch(rf"{name}(-[a-z0-9]{{10}})?", doc["metadata"]["name"])]
+    (found,) = [
+        doc
+        for doc in documents
+        if doc["kind"] == kind and re.fullmatch(rf"{name}(-[a-z0-9]{{10}})?", doc["metadata"]["name"])
+    ]
     return found
 
 
@@ -84,8 +87,7 @@ def for_podman(deployment: dict, image: str, host_aliases: list[dict] | None = N
 def play(documents: list[dict], folder: Path, name: str) -> None:
     path = folder / f"{name}.yaml"
     path.write_text(yaml.safe_dump_all(documents))
-    subprocess.run(["podman", "kube", "play", "--network", NETWORK, str(path)], check=True,
-                   stdout=subprocess.DEVNULL)
+    subprocess.run(["podman", "kube", "play", "--network", NETWORK, str(path)], check=True, stdout=subprocess.DEVNULL)
 
 
 def wait_ready(url: str, container: str, timeout: float = 240) -> float:
@@ -106,8 +108,12 @@ def main() -> int:
     parser.add_argument("image")
     image = parser.parse_args().image
     api_key, token = secrets.token_hex(16), secrets.token_hex(32)
-    keys = {"TIKKA_API_KEYS": json.dumps([api_key]), "TIKKA_METRICS_KEYS": "[]", "TIKKA_API_KEY": api_key,
-            "TIKKA_INTERNAL_TOKEN": token}
+    keys = {
+        "TIKKA_API_KEYS": json.dumps([api_key]),
+        "TIKKA_METRICS_KEYS": "[]",
+        "TIKKA_API_KEY": api_key,
+        "TIKKA_INTERNAL_TOKEN": token,
+    }
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         found = render(folder / "k8s", keys)
@@ -127,8 +133,9 @@ def main() -> int:
             address = json.loads(podman("pod", "inspect", "tikka-classifier-pod-0"))
             infra = address["InfraContainerID"] if isinstance(address, dict) else address[0]["InfraContainerID"]
             ip = json.loads(podman("inspect", infra))[0]["NetworkSettings"]["Networks"][NETWORK]["IPAddress"]
-            gateway, gateway_ports = for_podman(one(found, "Deployment", "tikka-gateway"), image,
-                                                [{"ip": ip, "hostnames": ["tikka-classifier"]}])
+            gateway, gateway_ports = for_podman(
+                one(found, "Deployment", "tikka-gateway"), image, [{"ip": ip, "hostnames": ["tikka-classifier"]}]
+            )
             play([config, gateway], folder, "gateway")
             pods.append(folder / "gateway.yaml")
             gateway_url = f"http://127.0.0.1:{gateway_ports[3000]}"
@@ -139,34 +146,55 @@ def main() -> int:
                 (inspected,) = json.loads(podman("inspect", f"tikka-{role}-pod-0-{role}"))
                 host = inspected["HostConfig"]
                 run_as = spec["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
-                check(f"{role}: runs as the manifest says (args, user, read-only root, no capabilities)",
-                      inspected["Config"]["Cmd"][-len(container["args"]):] == container["args"]
-                      and inspected["Config"]["User"].split(":")[0] == str(run_as)
-                      and host["ReadonlyRootfs"] is True and not inspected["EffectiveCaps"],
-                      f"cmd {inspected['Config']['Cmd']}, user {inspected['Config']['User']},"
-                      f" read-only {host['ReadonlyRootfs']}, caps {inspected['EffectiveCaps']}")
+                check(
+                    f"{role}: runs as the manifest says (args, user, read-only root, no capabilities)",
+                    inspected["Config"]["Cmd"][-len(container["args"]) :] == container["args"]
+                    and inspected["Config"]["User"].split(":")[0] == str(run_as)
+                    and host["ReadonlyRootfs"] is True
+                    and not inspected["EffectiveCaps"],
+                    f"cmd {inspected['Config']['Cmd']}, user {inspected['Config']['User']},"
+                    f" read-only {host['ReadonlyRootfs']}, caps {inspected['EffectiveCaps']}",
+                )
                 limits = container["resources"]["limits"]
                 memory = int(limits["memory"].removesuffix("Gi")) * 2**30 if limits["memory"].endswith("Gi") else None
-                check(f"{role}: the memory and CPU limits", host["Memory"] == memory
-                      and host["NanoCpus"] == int(float(limits["cpu"]) * 1e9),
-                      f"memory {host['Memory']}, {host['NanoCpus'] / 1e9:g} CPUs; the manifest: {limits}")
+                check(
+                    f"{role}: the memory and CPU limits",
+                    host["Memory"] == memory and host["NanoCpus"] == int(float(limits["cpu"]) * 1e9),
+                    f"memory {host['Memory']}, {host['NanoCpus'] / 1e9:g} CPUs; the manifest: {limits}",
+                )
                 url = classifier_url if role == "classifier" else gateway_url
-                probes = {kind: container[kind]["httpGet"]["path"] for kind in ("startupProbe", "readinessProbe", "livenessProbe")}
+                probes = {
+                    kind: container[kind]["httpGet"]["path"]
+                    for kind in ("startupProbe", "readinessProbe", "livenessProbe")
+                }
                 answers = {kind: httpx.get(f"{url}{path}", timeout=5).status_code for kind, path in probes.items()}
-                check(f"{role}: each probe's path answers 200, as the kubelet asks it", set(answers.values()) == {200},
-                      json.dumps(answers))
+                check(
+                    f"{role}: each probe's path answers 200, as the kubelet asks it",
+                    set(answers.values()) == {200},
+                    json.dumps(answers),
+                )
 
             photo = {"image": ("pizza.jpg", PHOTO.read_bytes(), "image/jpeg")}
-            r = httpx.post(f"{gateway_url}/predict", files=photo, headers={"Authorization": f"Bearer {api_key}"},
-                           timeout=60)
-            check("gateway -> classifier: /predict with the Secret's API key", r.status_code == 200
-                  and len(r.json().get("predictions", {})) == 5, f"{r.status_code} {r.text[:100]}")
+            r = httpx.post(
+                f"{gateway_url}/predict", files=photo, headers={"Authorization": f"Bearer {api_key}"}, timeout=60
+            )
+            check(
+                "gateway -> classifier: /predict with the Secret's API key",
+                r.status_code == 200 and len(r.json().get("predictions", {})) == 5,
+                f"{r.status_code} {r.text[:100]}",
+            )
             r = httpx.post(f"{gateway_url}/predict", files=photo, timeout=60)
-            check("gateway: no key is a 401 (keys from the Secret, TIKKA_REQUIRE_AUTH from the ConfigMap)",
-                  r.status_code == 401 and r.json().get("error") == "unauthorized", f"{r.status_code}")
+            check(
+                "gateway: no key is a 401 (keys from the Secret, TIKKA_REQUIRE_AUTH from the ConfigMap)",
+                r.status_code == 401 and r.json().get("error") == "unauthorized",
+                f"{r.status_code}",
+            )
             r = httpx.post(f"{classifier_url}/classify", json={"pixels": []}, timeout=30)
-            check("classifier: a caller without the internal token is refused",
-                  r.status_code == 401 and r.json().get("error") == "not_the_gateway", f"{r.status_code}")
+            check(
+                "classifier: a caller without the internal token is refused",
+                r.status_code == 401 and r.json().get("error") == "not_the_gateway",
+                f"{r.status_code}",
+            )
         finally:
             for path in reversed(pods):
                 subprocess.run(["podman", "kube", "down", str(path)], capture_output=True)

@@ -51,9 +51,17 @@ def browser():
     options.binary_location = CHROMIUM
     profile = tempfile.mkdtemp(prefix="tikka-chromium-")
     for flag in (
-        "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync",
-        "--disable-dev-shm-usage", f"--user-data-dir={profile}", "--window-size=1400,1100",
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-quic",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={profile}",
+        "--window-size=1400,1100",
     ):
         options.add_argument(flag)
     driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
@@ -68,9 +76,11 @@ def streamlit_app(llm_bento, tmp_path_factory):
     log = (tmp_path_factory.mktemp("streamlit") / "streamlit.log").open("wb")
     # Run from frontend/ so that frontend/.streamlit/config.toml applies, as in `make stack`.
     process = subprocess.Popen(
-        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", "0",
-         "--server.address", "127.0.0.1"],
-        cwd=helpers.ROOT / "frontend", env=env, stdout=log, stderr=subprocess.STDOUT,
+        [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", "0", "--server.address", "127.0.0.1"],
+        cwd=helpers.ROOT / "frontend",
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
@@ -114,13 +124,19 @@ def test_upload_a_photo_and_see_the_prediction(browser, streamlit_app, screensho
     assert header.is_displayed()
     wait_for(browser, lambda d: "Sent: 640x400 JPEG" in d.find_element(By.TAG_NAME, "body").text)
     wait_for(browser, lambda d: "Classifier: ready" in d.find_element(By.TAG_NAME, "body").text)
-    button = wait_for(browser, lambda d: next(
-        (b for b in d.find_elements(By.TAG_NAME, "button") if "where the model looked" in b.text), None))
+    button = wait_for(
+        browser,
+        lambda d: next((b for b in d.find_elements(By.TAG_NAME, "button") if "where the model looked" in b.text), None),
+    )
     button.click()
     wait_for(browser, lambda d: "Grad-CAM · grid 7x7" in d.find_element(By.TAG_NAME, "body").text)
     # Every image (the heatmap among them) decoded before the screenshot.
-    wait_for(browser, lambda d: d.execute_script(
-        "return [...document.images].every(image => image.complete && image.naturalWidth > 0)"))
+    wait_for(
+        browser,
+        lambda d: d.execute_script(
+            "return [...document.images].every(image => image.complete && image.naturalWidth > 0)"
+        ),
+    )
     path = screenshots / "app.png"
     assert browser.save_screenshot(str(path))
     assert path.stat().st_size > 20_000
@@ -135,17 +151,21 @@ def test_phone_photos_heic_and_avif_are_classified_in_the_app(browser, streamlit
     accepted = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "input[type=file]")).get_attribute("accept")
     assert {".heic", ".avif", ".gif"} <= set(accepted.split(",")), accepted
     for name, fmt, dish in (("IMG_0001.HEIC", "HEIF", "pizza"), ("PXL_0001.avif", "AVIF", "guacamole")):
-        path, photo = tmp_path / name, helpers.photo_image(f"{dish}.jpg")
+        path, photo, title = tmp_path / name, helpers.photo_image(f"{dish}.jpg"), dish.capitalize()
         path.write_bytes(helpers.phone_photo(fmt, photo))
         browser.get(streamlit_app)
         file_input = wait_for(browser, lambda d: d.find_element(By.CSS_SELECTOR, "input[type=file]"))
         file_input.send_keys(str(path))
-        header = wait_for(browser, lambda d: next(
-            (h for h in d.find_elements(By.CSS_SELECTOR, "h2") if h.text.strip() == dish.capitalize()), None))
+        header = wait_for(
+            browser,
+            lambda d, title=title: next(
+                (h for h in d.find_elements(By.CSS_SELECTOR, "h2") if h.text.strip() == title), None
+            ),
+        )
         assert header.is_displayed(), name
         # The preview is the JPEG the app sent, upright, as the photo was taken.
         sent = f"Sent: {photo.width}x{photo.height} JPEG"
-        wait_for(browser, lambda d: sent in d.find_element(By.TAG_NAME, "body").text)
+        wait_for(browser, lambda d, sent=sent: sent in d.find_element(By.TAG_NAME, "body").text)
 
 
 def parse(metrics_text: str):
@@ -214,7 +234,12 @@ def test_dashboard_numbers_match_metrics(browser, llm_bento, screenshots, photo)
     assert httpx.post(f"{llm_bento}/predict", files={"image": ("x.jpg", b"nope", "image/jpeg")}).status_code == 400
     assert httpx.post(f"{llm_bento}/predict", files={"file": ("x.jpg", b"nope", "image/jpeg")}).status_code == 422
     assert httpx.post(f"{llm_bento}/predict", json={}).status_code == 415
-    assert httpx.post(f"{llm_bento}/llm/dish", json={"dish": "pizza", "task": "origin", "max_tokens": 4}, timeout=60).status_code == 200
+    assert (
+        httpx.post(
+            f"{llm_bento}/llm/dish", json={"dish": "pizza", "task": "origin", "max_tokens": 4}, timeout=60
+        ).status_code
+        == 200
+    )
 
     browser.get(f"{llm_bento}/dashboard?every=1")
     wait_for(browser, lambda d: d.find_element(By.ID, "updated").text != "never")

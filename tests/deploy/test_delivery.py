@@ -26,8 +26,14 @@ CLEAN_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 def run(args, env: dict, cwd=helpers.ROOT) -> subprocess.CompletedProcess:
     """A script in a clean environment, as a runner step starts: only what `env` gives."""
-    return subprocess.run(args, env={"PATH": CLEAN_PATH, "HOME": "/nonexistent", **env},
-                          capture_output=True, text=True, cwd=cwd, timeout=60)
+    return subprocess.run(
+        args,
+        env={"PATH": CLEAN_PATH, "HOME": "/nonexistent", **env},
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=60,
+    )
 
 
 def tags(**env) -> dict:
@@ -43,15 +49,22 @@ def test_registry_path_is_lower_case_whatever_the_owner():
 
 def test_a_version_tag_push_adds_the_version_and_github_output_gets_the_same(tmp_path):
     output = tmp_path / "github_output"
-    out = tags(GITHUB_REPOSITORY_OWNER="Acme", GITHUB_SHA=COMMIT, GITHUB_REF="refs/tags/v1.2.3",
-               REGISTRY_HOST="127.0.0.1:5000", GITHUB_OUTPUT=str(output))
+    out = tags(
+        GITHUB_REPOSITORY_OWNER="Acme",
+        GITHUB_SHA=COMMIT,
+        GITHUB_REF="refs/tags/v1.2.3",
+        REGISTRY_HOST="127.0.0.1:5000",
+        GITHUB_OUTPUT=str(output),
+    )
     assert out["tags"] == f"{COMMIT[:12]} 1.2.3" and out["registry"] == "127.0.0.1:5000/acme"
     assert output.read_text().splitlines() == [f"{k}={v}" for k, v in out.items()]
 
 
 @pytest.mark.parametrize(("sha", "ref"), [("abc123", "refs/heads/main"), (COMMIT, "refs/tags/v1.0+build")])
 def test_tags_refuse_what_cannot_be_an_image_tag(sha, ref):
-    result = run([str(DELIVERY / "image-tags.sh")], {"GITHUB_REPOSITORY_OWNER": "a", "GITHUB_SHA": sha, "GITHUB_REF": ref})
+    result = run(
+        [str(DELIVERY / "image-tags.sh")], {"GITHUB_REPOSITORY_OWNER": "a", "GITHUB_SHA": sha, "GITHUB_REF": ref}
+    )
     assert result.returncode == 2 and result.stderr
 
 
@@ -69,29 +82,37 @@ def stand_in_gh(tmp_path: Path, answers: list[str]) -> Path:
     bin_dir.mkdir()
     (tmp_path / "answers").write_text("\n".join(answers) + "\n")
     gh = bin_dir / "gh"
-    gh.write_text(f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\nhead -n 1 {tmp_path}/answers\n'
-                  f'sed -i 1d {tmp_path}/answers\n')
+    gh.write_text(
+        f'#!/bin/sh\necho "$@" >> {tmp_path}/calls\nhead -n 1 {tmp_path}/answers\nsed -i 1d {tmp_path}/answers\n'
+    )
     gh.chmod(0o755)
     return bin_dir
 
 
-@pytest.mark.parametrize(("answers", "code"), [
-    (["completed success"], 0),
-    (["in_progress null", "queued null", "completed success"], 0),
-    (["in_progress null", "completed failure"], 1),
-    (["completed cancelled"], 1),
-])
+@pytest.mark.parametrize(
+    ("answers", "code"),
+    [
+        (["completed success"], 0),
+        (["in_progress null", "queued null", "completed success"], 0),
+        (["in_progress null", "completed failure"], 1),
+        (["completed cancelled"], 1),
+    ],
+)
 def test_wait_for_ci_deploys_only_a_commit_whose_ci_passed(tmp_path, answers, code):
     bin_dir = stand_in_gh(tmp_path, answers)
     result = run([str(DELIVERY / "wait-for-ci.sh"), COMMIT], {"PATH": f"{bin_dir}:{CLEAN_PATH}", "POLL_S": "0"})
     assert result.returncode == code, result.stdout + result.stderr
     calls = (tmp_path / "calls").read_text().splitlines()
-    assert len(calls) == len(answers) and all(f"--commit {COMMIT}" in call and "--workflow ci.yml" in call for call in calls)
+    assert len(calls) == len(answers) and all(
+        f"--commit {COMMIT}" in call and "--workflow ci.yml" in call for call in calls
+    )
 
 
 def test_wait_for_ci_gives_up_when_no_ci_run_appears(tmp_path):
     bin_dir = stand_in_gh(tmp_path, ["null null"] * 3)
-    result = run([str(DELIVERY / "wait-for-ci.sh"), COMMIT], {"PATH": f"{bin_dir}:{CLEAN_PATH}", "POLL_S": "0", "WAIT_S": "0"})
+    result = run(
+        [str(DELIVERY / "wait-for-ci.sh"), COMMIT], {"PATH": f"{bin_dir}:{CLEAN_PATH}", "POLL_S": "0", "WAIT_S": "0"}
+    )
     assert result.returncode == 1 and "no CI run" in result.stdout
 
 
@@ -133,7 +154,10 @@ def test_report_counts_each_failed_request_in_the_phase_it_happened(tmp_path, mo
     report.deploy("v2", "abc", "0", "0", str(log), str(prefix))
     record = json.loads((tmp_path / "records.jsonl").read_text())
     assert [(p["what"], p["requests"], p["failures"]) for p in record["phases"]] == [
-        ("deploy v2", 5, 0), ("switch nginx", 10, 1), ("deployed v2", 5, 0)]
+        ("deploy v2", 5, 0),
+        ("switch nginx", 10, 1),
+        ("deployed v2", 5, 0),
+    ]
     assert record["load"] == {"requests": 30, "failures": 1}
     report.render(str(tmp_path / "DELIVERY.md"))
     assert "| 1.0 | switch nginx | 2.0 | 10 | 1 |" in (tmp_path / "DELIVERY.md").read_text()

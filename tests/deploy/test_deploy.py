@@ -51,7 +51,9 @@ def test_old_clients_reach_the_api_as_tikka_backend_8000_through_nginx():
     # No keep-alive there: a deploy's reload would reset a request sent on an idle connection.
     assert "keepalive_timeout 0;" in port_8000
     assert "proxy_pass http://tikka_backend;" in (DOCKER / "nginx" / "api.inc").read_text()
-    assert re.search(r"upstream tikka_backend \{\s*server backend-blue:8000;", (DOCKER / "nginx" / "backend.conf").read_text())
+    assert re.search(
+        r"upstream tikka_backend \{\s*server backend-blue:8000;", (DOCKER / "nginx" / "backend.conf").read_text()
+    )
     # nginx depends on nothing: Compose would recreate it with whatever it depends on.
     assert "depends_on" not in nginx
 
@@ -142,8 +144,9 @@ def test_dockerfiles_pass_hadolint():
     hadolint = Path(sys.executable).with_name("hadolint")
     dockerfiles = sorted(str(p) for p in DOCKER.glob("*.Dockerfile"))
     assert len(dockerfiles) == 2
-    result = subprocess.run([str(hadolint), "--config", str(DOCKER / ".hadolint.yaml"), *dockerfiles],
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [str(hadolint), "--config", str(DOCKER / ".hadolint.yaml"), *dockerfiles], capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -159,8 +162,12 @@ def test_every_grafana_panel_queries_metrics_the_bento_exposes(llm_bento, photo)
     (and run in the real Prometheus by `make test-images`)."""
     image = {"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}
     assert httpx.post(f"{llm_bento}/predict", files=image, timeout=60).status_code == 200
-    assert httpx.post(f"{llm_bento}/llm/dish", json={"dish": "pizza", "task": "origin", "max_tokens": 4},
-                      timeout=60).status_code == 200
+    assert (
+        httpx.post(
+            f"{llm_bento}/llm/dish", json={"dish": "pizza", "task": "origin", "max_tokens": 4}, timeout=60
+        ).status_code
+        == 200
+    )
     exposed = {}
     for line in httpx.get(f"{llm_bento}/metrics").text.splitlines():
         if line and not line.startswith("#"):
@@ -184,7 +191,9 @@ def test_every_grafana_panel_queries_metrics_the_bento_exposes(llm_bento, photo)
 
 # The production architecture's figures, as `make bench-production` measured and committed them:
 # at the precision the start-up choice served, and at fp32, which the arm64 image serves.
-PRODUCTION_REPORTS = [helpers.ROOT / "benchmarks" / name for name in ("REPORT-production.md", "REPORT-production-fp32.md")]
+PRODUCTION_REPORTS = [
+    helpers.ROOT / "benchmarks" / name for name in ("REPORT-production.md", "REPORT-production-fp32.md")
+]
 MEMORY_MARGIN = 1.5  # batches of 8 and the runtime's arenas grow past the PSS after a load
 STARTUP_MARGIN = 3  # a slower CPU, a cold page cache, a busy node
 
@@ -195,10 +204,14 @@ def production_figures() -> tuple[dict[str, float], float]:
     ready = 0.0
     for path in PRODUCTION_REPORTS:
         text = path.read_text()
-        by_process = re.search(r"^PSS by process after the load \(MB\): .*?\(d\) ([^;\n]+)", text, re.MULTILINE).group(1)
+        by_process = re.search(r"^PSS by process after the load \(MB\): .*?\(d\) ([^;\n]+)", text, re.MULTILINE).group(
+            1
+        )
         for name, mb in re.findall(r"(\w+) (\d+)", by_process):
             pss[name] = max(pss.get(name, 0.0), float(mb))
-        ready = max(ready, float(re.search(r"time from `bentoml serve` to /readyz for \(d\): ([\d.]+) s", text).group(1)))
+        ready = max(
+            ready, float(re.search(r"time from `bentoml serve` to /readyz for \(d\): ([\d.]+) s", text).group(1))
+        )
     return pss, ready
 
 

@@ -36,8 +36,9 @@ def manifests() -> dict[tuple[str, str], dict]:
 
 def validate(paths: list[Path]) -> subprocess.CompletedProcess:
     tool = Path(sys.executable).with_name("kubernetes-validate")
-    return subprocess.run([str(tool), "--strict", "-k", KUBERNETES_VERSION, *map(str, paths)],
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [str(tool), "--strict", "-k", KUBERNETES_VERSION, *map(str, paths)], capture_output=True, text=True
+    )
 
 
 def test_every_manifest_is_valid_as_written():
@@ -91,7 +92,9 @@ def test_keys_come_only_from_the_ignored_secrets_env(tmp_path):
     # Every reference follows the generated (content-hashed) name, so a new key rolls the pods.
     referenced = re.findall(r"name: (tikka-secrets[\w-]*)", (tmp_path / "rendered.yaml").read_text())
     assert set(referenced) == {secret["metadata"]["name"]} and secret["metadata"]["name"] != "tikka-secrets"
-    (config,) = [doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("tikka-config")]
+    (config,) = [
+        doc for doc in docs if doc["kind"] == "ConfigMap" and doc["metadata"]["name"].startswith("tikka-config")
+    ]
     assert config["data"]["TIKKA_REQUIRE_AUTH"] == "true"
     # The settings' name follows their content too: a change rolls the pods that read them.
     configs = re.findall(r"name: (tikka-config[\w-]*)", (tmp_path / "rendered.yaml").read_text())
@@ -117,7 +120,9 @@ def test_gateway_and_classifier_are_separate_deployments_with_probes_limits_and_
     assert pod["terminationGracePeriodSeconds"] >= int(container["lifecycle"]["preStop"]["exec"]["command"][1]) + 60
     # minAvailable: 1 with one replica (minReplicas) blocks node drains.
     assert found[("PodDisruptionBudget", name)]["spec"] == {
-        "maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": name}}}
+        "maxUnavailable": 1,
+        "selector": {"matchLabels": {"app.kubernetes.io/name": name}},
+    }
 
 
 def test_gateway_reaches_the_classifier_through_its_service():
@@ -136,7 +141,9 @@ def test_ollama_pulls_its_model_into_each_replicas_volume_before_serving():
     ollama = found[("StatefulSet", "ollama")]["spec"]
     assert ollama["volumeClaimTemplates"][0]["metadata"]["name"] == "models"
     (init,) = ollama["template"]["spec"]["initContainers"]
-    assert "ollama pull gemma3:270m" in init["args"][0] and init["env"] == [{"name": "OLLAMA_HOST", "value": "127.0.0.1:11434"}]
+    assert "ollama pull gemma3:270m" in init["args"][0] and init["env"] == [
+        {"name": "OLLAMA_HOST", "value": "127.0.0.1:11434"}
+    ]
     serving = ollama["template"]["spec"]["containers"][0]
     assert init["volumeMounts"] == serving["volumeMounts"] == [{"name": "models", "mountPath": "/root/.ollama"}]
     assert init["image"] == serving["image"]
@@ -147,7 +154,10 @@ def test_ingress_routes_like_nginx_one_host_each_with_its_own_timeouts():
     """ingress-nginx applies an Ingress's annotations to all its hosts: the API's and the app's differ."""
     found = manifests()
     api, app = found[("Ingress", "tikka-api")], found[("Ingress", "tikka-app")]
-    for ingress, host, service in ((api, "api.tikka.example.com", "tikka-gateway"), (app, "tikka.example.com", "tikka-frontend")):
+    for ingress, host, service in (
+        (api, "api.tikka.example.com", "tikka-gateway"),
+        (app, "tikka.example.com", "tikka-frontend"),
+    ):
         (rule,) = ingress["spec"]["rules"]
         assert (rule["host"], rule["http"]["paths"][0]["backend"]["service"]["name"]) == (host, service)
         assert ingress["spec"]["tls"][0]["hosts"] == [host]

@@ -41,7 +41,9 @@ def steps_of(name: str) -> list[dict]:
 # What a run: step of the delivery workflows may be: one line that calls a script or a
 # make target of this repository (or runs the deploy script on the VM), so that the same
 # step runs under make test-delivery.
-OWN_STEP = re.compile(r'(make [a-z-]+|docker/(delivery|deploy)/[a-z-]+\.sh|ssh "\$TARGET" "\$DEPLOY_DIR/releases/\$TAG/deploy/deploy\.sh")( .*)?')
+OWN_STEP = re.compile(
+    r'(make [a-z-]+|docker/(delivery|deploy)/[a-z-]+\.sh|ssh "\$TARGET" "\$DEPLOY_DIR/releases/\$TAG/deploy/deploy\.sh")( .*)?'
+)
 
 
 @pytest.mark.parametrize("name", ["images.yml", "deploy.yml"])
@@ -78,7 +80,10 @@ def test_images_are_multi_arch_and_carry_the_production_model():
     assert "vars.TIKKA_GCS_BUCKET != ''" in auth["if"]
     bento = steps["The Bento, with the model the repository variables name"]
     assert bento["run"] == "make bento-release"
-    assert bento["env"] == {"TIKKA_GCS_BUCKET": "${{ vars.TIKKA_GCS_BUCKET }}", "TIKKA_GCS_PREFIX": "${{ vars.TIKKA_GCS_PREFIX }}"}
+    assert bento["env"] == {
+        "TIKKA_GCS_BUCKET": "${{ vars.TIKKA_GCS_BUCKET }}",
+        "TIKKA_GCS_PREFIX": "${{ vars.TIKKA_GCS_PREFIX }}",
+    }
     names = [step.get("name", step.get("uses")) for step in job["steps"]]
     assert names.index(auth.get("name")) < names.index(bento["name"]) < len(names) - 1
 
@@ -99,7 +104,7 @@ def test_deploy_deploys_the_commit_it_was_triggered_for_once_ci_passed():
     deploy = steps[names.index("Deploy (blue/green; rolls itself back if the new release is not ready)")]
     assert "steps.tags.outputs.sha_tag" in deploy["env"]["TAG"]
     assert names.index(wait["name"]) < names.index(login["name"]) < names.index(deploy["name"])
-    assert any("make test-api BASE_URL=" in step.get("run", "") for step in steps[names.index(deploy["name"]):])
+    assert any("make test-api BASE_URL=" in step.get("run", "") for step in steps[names.index(deploy["name"]) :])
     rollback = steps[-1]
     # Only a deploy that went through is rolled back: one that failed rolled itself back,
     # or changed nothing (deploy.sh's exit codes).
@@ -112,5 +117,13 @@ def test_secrets_are_the_documented_set():
     names = set()
     for path in WORKFLOWS.glob("*.yml"):
         names |= set(re.findall(r"secrets\.([A-Z_]+)", path.read_text()))
-    assert names == {"GITHUB_TOKEN", "DEPLOY_SSH_KEY", "DEPLOY_KNOWN_HOSTS", "DEPLOY_USER", "DEPLOY_HOST", "TIKKA_API_KEY",
-                     "GHCR_READ_USER", "GHCR_READ_TOKEN"}
+    assert names == {
+        "GITHUB_TOKEN",
+        "DEPLOY_SSH_KEY",
+        "DEPLOY_KNOWN_HOSTS",
+        "DEPLOY_USER",
+        "DEPLOY_HOST",
+        "TIKKA_API_KEY",
+        "GHCR_READ_USER",
+        "GHCR_READ_TOKEN",
+    }

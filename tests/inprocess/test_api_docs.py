@@ -64,14 +64,16 @@ def test_examples_fit_their_schemas(spec):
                     if "schema" not in media or media["schema"].get("type") == "string":
                         continue
                     for sample in samples:
-                        jsonschema.validate(sample, resolving(media["schema"], spec),
-                                            cls=jsonschema.Draft202012Validator)
+                        jsonschema.validate(
+                            sample, resolving(media["schema"], spec), cls=jsonschema.Draft202012Validator
+                        )
                         checked += 1
             for media_type, media in operation.get("requestBody", {}).get("content", {}).items():
                 if media_type == "application/json":
                     for example in media["examples"].values():
-                        jsonschema.validate(example["value"], resolving(media["schema"], spec),
-                                            cls=jsonschema.Draft202012Validator)
+                        jsonschema.validate(
+                            example["value"], resolving(media["schema"], spec), cls=jsonschema.Draft202012Validator
+                        )
                         checked += 1
     assert checked > 40
 
@@ -81,7 +83,9 @@ def test_every_error_code_is_documented_with_its_status_and_example(spec):
     for operations in spec["paths"].values():
         for operation in operations.values():
             for status, response in operation["responses"].items():
-                for name, example in response.get("content", {}).get("application/json", {}).get("examples", {}).items():
+                for name, example in (
+                    response.get("content", {}).get("application/json", {}).get("examples", {}).items()
+                ):
                     assert example["value"] == {"error": name, "detail": CODES[name].example}
                     assert CODES[name].status_code == int(status)
                     documented.add(name)
@@ -112,8 +116,12 @@ def test_redocly_lints_the_document_clean():
     npx = shutil.which("npx")
     if npx is None:
         pytest.skip("Node.js is not installed: `make api-docs` says how to get it")
-    result = subprocess.run([npx, "--yes", "@redocly/cli@2.77.0", "lint", "--format=summary", str(DOCUMENT)],
-                            capture_output=True, text=True, timeout=300)
+    result = subprocess.run(
+        [npx, "--yes", "@redocly/cli@2.77.0", "lint", "--format=summary", str(DOCUMENT)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0 and "is valid" in result.stdout + result.stderr, result.stdout + result.stderr
 
 

@@ -98,7 +98,9 @@ def test_unknown_text_fields_are_ignored(client, photo, route):
 
 
 @pytest.mark.parametrize("route", ["/llm/generate", "/llm/dish"])
-@pytest.mark.parametrize("content_type", ["multipart/form-data", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded"])
+@pytest.mark.parametrize(
+    "content_type", ["multipart/form-data", "multipart/form-data; boundary=x", "application/x-www-form-urlencoded"]
+)
 def test_a_form_sent_to_a_json_route_is_a_415(client, route, content_type):
     """BentoML parsed it as a form and answered 500."""
     response = client.post(route, content=b"prompt=hi", headers={"Content-Type": content_type})
@@ -156,9 +158,7 @@ def test_metrics_include_our_own(client, photo):
 
 @pytest.mark.parametrize("origin", settings.cors_origins)
 def test_cors_allows_the_configured_origins(client, origin):
-    preflight = client.options(
-        "/predict", headers={"Origin": origin, "Access-Control-Request-Method": "POST"}
-    )
+    preflight = client.options("/predict", headers={"Origin": origin, "Access-Control-Request-Method": "POST"})
     assert preflight.status_code == 200
     assert preflight.headers["access-control-allow-origin"] == origin
 
@@ -168,9 +168,7 @@ def test_cors_refuses_other_origins_and_covers_error_answers(client):
         "/predict", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
     )
     assert "access-control-allow-origin" not in preflight.headers
-    rejected = client.post(
-        "/predict", json={"image": "x"}, headers={"Origin": "http://localhost:8501"}
-    )
+    rejected = client.post("/predict", json={"image": "x"}, headers={"Origin": "http://localhost:8501"})
     assert rejected.status_code == 415
     assert rejected.headers["access-control-allow-origin"] == "http://localhost:8501"
 
@@ -189,8 +187,14 @@ def test_openapi_documents_every_public_route(client):
 
 @pytest.mark.parametrize(
     ("method", "path", "allow"),
-    [("GET", "/predict", "POST"), ("GET", "/v1/predict", "POST"), ("POST", "/health", "GET"),
-     ("POST", "/v1/llm/health", "GET"), ("POST", "/dashboard", "GET"), ("POST", "/readyz", "GET, HEAD")],
+    [
+        ("GET", "/predict", "POST"),
+        ("GET", "/v1/predict", "POST"),
+        ("POST", "/health", "GET"),
+        ("POST", "/v1/llm/health", "GET"),
+        ("POST", "/dashboard", "GET"),
+        ("POST", "/readyz", "GET, HEAD"),
+    ],
 )
 def test_wrong_method_is_a_405_with_allow_in_the_error_shape(client, method, path, allow):
     """The mounted app's 405s lacked Allow and named their error differently from BentoML's."""
@@ -208,8 +212,9 @@ def test_a_mixed_case_media_type_is_a_valid_upload(client, photo, media_type):
     request = client.build_request("POST", "/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")})
     original = request.headers["content-type"]
     boundary = original.split("boundary=", 1)[1]
-    response = client.post("/predict", content=request.read(),
-                           headers={"Content-Type": f"{media_type}; boundary={boundary}"})
+    response = client.post(
+        "/predict", content=request.read(), headers={"Content-Type": f"{media_type}; boundary={boundary}"}
+    )
     assert_prediction(response, top="pizza", filename="p.jpg")
 
 
@@ -219,15 +224,19 @@ def test_the_file_name_is_echoed_as_a_plain_base_name(client, photo):
     assert_prediction(response, top="pizza", filename="passwdb.jpg")
 
 
-@pytest.mark.parametrize(("value", "status"), [
-    ("pizza", 200),  # the replaced deployment's Streamlit app sends a text field like this
-    ("12345", 200),
-    ("5" * 5000, 400),  # past Python's int-string limit: BentoML's json.loads raised, a 500
-    ("[" * 100_000, 400),  # nested past the recursion limit: a 500 too
-])
+@pytest.mark.parametrize(
+    ("value", "status"),
+    [
+        ("pizza", 200),  # the replaced deployment's Streamlit app sends a text field like this
+        ("12345", 200),
+        ("5" * 5000, 400),  # past Python's int-string limit: BentoML's json.loads raised, a 500
+        ("[" * 100_000, 400),  # nested past the recursion limit: a 500 too
+    ],
+)
 def test_extra_text_fields_are_ignored_or_refused_never_a_500(client, photo, value, status):
-    response = client.post("/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")},
-                           data={"label": value})
+    response = client.post(
+        "/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}, data={"label": value}
+    )
     assert response.status_code == status, response.text[:300]
     if status == 400:
         assert response.json()["error"] == "malformed_form" and "label" in response.json()["detail"]

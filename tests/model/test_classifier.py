@@ -152,8 +152,7 @@ def test_a_checkpoint_without_a_graph_is_served_with_torch_and_says_so(default_m
 
 def test_device_selection_honours_the_setting_and_falls_back_to_cpu():
     assert select_device("cpu") == torch.device("cpu")
-    expected = "cuda" if torch.cuda.is_available() else (
-        "mps" if torch.backends.mps.is_available() else "cpu")
+    expected = "cuda" if torch.cuda.is_available() else ("mps" if torch.backends.mps.is_available() else "cpu")
     assert select_device("auto").type == expected
 
 

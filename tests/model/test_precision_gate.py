@@ -41,7 +41,9 @@ def test_the_gate_fails_explanation_maps_that_moved():
 
 def write_gate(folder: Path, int8: bool, bf16: bool, int8_file: bool = True, machine: str = platform.machine()) -> Path:
     folder.mkdir(exist_ok=True)
-    (folder / GATE_FILE).write_text(json.dumps({"int8": {"passed": int8}, "bf16": {"passed": bf16}, "machine": machine}))
+    (folder / GATE_FILE).write_text(
+        json.dumps({"int8": {"passed": int8}, "bf16": {"passed": bf16}, "machine": machine})
+    )
     if int8_file:
         (folder / INT8_FILE).write_text("<net/>")
     return folder

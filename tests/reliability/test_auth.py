@@ -20,8 +20,11 @@ pytestmark = pytest.mark.slow
 ORIGIN = "http://localhost:8501"
 # What each test tried and saw, for docs/RELIABILITY.md (written when the session ends).
 ACCESS: list[dict] = []
-records.record_at_session_end("access", "tests/reliability/test_auth.py", lambda: ACCESS and (
-    ACCESS, {"keys": "TIKKA_API_KEYS=[old-key, new-key], TIKKA_METRICS_KEYS=[prom-key]"}))
+records.record_at_session_end(
+    "access",
+    "tests/reliability/test_auth.py",
+    lambda: ACCESS and (ACCESS, {"keys": "TIKKA_API_KEYS=[old-key, new-key], TIKKA_METRICS_KEYS=[prom-key]"}),
+)
 
 
 def seen(case: str, tried: int, expected: str, observed) -> None:
@@ -66,27 +69,42 @@ def test_prediction_and_llm_routes_need_one_of_the_keys(secured, photo):
     llm = secured.post("/llm/generate", json={"prompt": "hi"})
     assert llm.status_code == 401
     # Both keys of a rotation work, in either header.
-    accepted = [upload(secured, data, Authorization="Bearer old-key").status_code,
-                upload(secured, data, route="/predict/explain", **{"X-API-Key": "new-key"}).status_code]
+    accepted = [
+        upload(secured, data, Authorization="Bearer old-key").status_code,
+        upload(secured, data, route="/predict/explain", **{"X-API-Key": "new-key"}).status_code,
+    ]
     assert accepted == [200, 200]
-    seen("no key, a wrong key, the metrics key on /predict; no key on /llm/generate", 4,
-         "401 unauthorized + WWW-Authenticate", [*refused, llm.status_code])
+    seen(
+        "no key, a wrong key, the metrics key on /predict; no key on /llm/generate",
+        4,
+        "401 unauthorized + WWW-Authenticate",
+        [*refused, llm.status_code],
+    )
     seen("either key of a rotation, in either header", 2, "200", accepted)
 
 
 def test_probes_and_preflights_need_no_key_and_errors_keep_cors(secured, photo):
-    probes = [secured.get(path).status_code
-              for path in ("/livez", "/readyz", "/health", "/llm/health")]
+    probes = [secured.get(path).status_code for path in ("/livez", "/readyz", "/health", "/llm/health")]
     assert probes == [200] * 4
-    preflight = secured.options("/predict", headers={
-        "Origin": ORIGIN, "Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"})
+    preflight = secured.options(
+        "/predict",
+        headers={
+            "Origin": ORIGIN,
+            "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "x-api-key",
+        },
+    )
     assert preflight.status_code == 200 and preflight.headers["access-control-allow-origin"] == ORIGIN
     refused = upload(secured, photo("pizza.jpg"), Origin=ORIGIN)
     assert refused.status_code == 401 and refused.headers["access-control-allow-origin"] == ORIGIN
     seen("probes without a key", 4, "200", probes)
     seen("CORS preflight from an allowed origin", 1, "200 + Access-Control-Allow-Origin", preflight.status_code)
-    seen("a 401 to an allowed origin", 1, "carries Access-Control-Allow-Origin",
-         refused.headers["access-control-allow-origin"])
+    seen(
+        "a 401 to an allowed origin",
+        1,
+        "carries Access-Control-Allow-Origin",
+        refused.headers["access-control-allow-origin"],
+    )
 
 
 def test_cors_refuses_other_origins_with_a_json_400_and_no_cors_headers(secured):
@@ -128,17 +146,19 @@ def test_a_url_in_the_file_field_is_never_fetched(secured, where):
     try:
         as_text = secured.post("/predict", files={"image": (None, target)}, headers=key)
         as_json = secured.post("/predict", json={"image": target}, headers=key)
-        as_name = secured.post("/predict", files={"image": (target, b"", "image/jpeg")}, headers=key,
-                             timeout=30)
+        as_name = secured.post("/predict", files={"image": (target, b"", "image/jpeg")}, headers=key, timeout=30)
     finally:
         server.shutdown()
     assert (as_text.status_code, as_text.json()["error"]) == (400, "not_a_file")
     assert (as_json.status_code, as_json.json()["error"]) == (415, "unsupported_media_type")
     assert (as_name.status_code, as_name.json()["error"]) == (400, "empty_upload")
     assert hits == []
-    seen(f"a URL at the {where} address: as the file field's text, as JSON, as a file name", 3,
-         "400 / 415 / 400, nothing fetched", f"{as_text.status_code} / {as_json.status_code} / "
-         f"{as_name.status_code}, {len(hits)} fetches")
+    seen(
+        f"a URL at the {where} address: as the file field's text, as JSON, as a file name",
+        3,
+        "400 / 415 / 400, nothing fetched",
+        f"{as_text.status_code} / {as_json.status_code} / {as_name.status_code}, {len(hits)} fetches",
+    )
 
 
 def test_metrics_and_dashboard_have_their_own_key(secured):
@@ -151,8 +171,12 @@ def test_metrics_and_dashboard_have_their_own_key(secured):
         basic_auth = secured.get(path, headers={"Authorization": basic("prom-key")})
         statuses += [r.status_code for r in (bare, refused, bearer, basic_auth)]
     assert statuses == [401, 401, 200, 200] * 2
-    seen("/metrics and /dashboard: no key, an API key, the metrics key as Bearer and as Basic", 8,
-         "401, 401, 200, 200 each", statuses)
+    seen(
+        "/metrics and /dashboard: no key, an API key, the metrics key as Bearer and as Basic",
+        8,
+        "401, 401, 200, 200 each",
+        statuses,
+    )
 
 
 def test_the_front_end_sends_its_key(photo):

@@ -32,8 +32,12 @@ STATUSES: dict[str, Counter[int]] = {}
 
 @pytest.fixture(scope="module")
 def fuzzed_bento(default_model, sidecar, tmp_path_factory):
-    env = {"OLLAMA_HOST": sidecar.url, "TIKKA_LLM_MAX_TOKENS": "8", "TIKKA_LLM_QUEUE_WAIT_S": "30",
-           "TIKKA_MAX_UPLOAD_BYTES": "2000000"}
+    env = {
+        "OLLAMA_HOST": sidecar.url,
+        "TIKKA_LLM_MAX_TOKENS": "8",
+        "TIKKA_LLM_QUEUE_WAIT_S": "30",
+        "TIKKA_MAX_UPLOAD_BYTES": "2000000",
+    }
     with helpers.served_bento(tmp_path_factory.mktemp("fuzzed"), env) as url:
         yield url
 
@@ -55,8 +59,11 @@ schemathesis.openapi.format("binary", photo_files())
 
 
 def operation_ids(url: str) -> list[str]:
-    return [f"{method.upper()} {path}" for path, ops in httpx.get(f"{url}/openapi.json").json()["paths"].items()
-            for method in ops]
+    return [
+        f"{method.upper()} {path}"
+        for path, ops in httpx.get(f"{url}/openapi.json").json()["paths"].items()
+        for method in ops
+    ]
 
 
 @pytest.mark.slow
@@ -79,8 +86,13 @@ def test_every_generated_request_gets_a_documented_answer(fuzzed_bento, mode):
 def fuzz(operation, mode: GenerationMode, url: str) -> None:
     route = f"{operation.method.upper()} {operation.path} ({mode.value})"
 
-    @settings(max_examples=EXAMPLES_PER_ROUTE, deadline=None, suppress_health_check=list(HealthCheck),
-              derandomize=True, database=None)
+    @settings(
+        max_examples=EXAMPLES_PER_ROUTE,
+        deadline=None,
+        suppress_health_check=list(HealthCheck),
+        derandomize=True,
+        database=None,
+    )
     @given(case=operation.as_strategy(generation_mode=mode))
     def call(case) -> None:
         response = case.call_and_validate(base_url=url, timeout=60)
@@ -90,17 +102,22 @@ def fuzz(operation, mode: GenerationMode, url: str) -> None:
     call()
 
 
-
 def contract_fuzzing_record():
     if not TRIED:
         return None
     return [
-        {"route (mode)": route, "requests": TRIED[route],
-         "statuses": ", ".join(f"{status} x{n}" for status, n in sorted(STATUSES[route].items())),
-         "5xx not in the document": 0, "schema violations": 0}
+        {
+            "route (mode)": route,
+            "requests": TRIED[route],
+            "statuses": ", ".join(f"{status} x{n}" for status, n in sorted(STATUSES[route].items())),
+            "5xx not in the document": 0,
+            "schema violations": 0,
+        }
         for route in sorted(TRIED)
-    ], {"generator": f"Schemathesis {version('schemathesis')}, up to {EXAMPLES_PER_ROUTE} examples per route and mode,"
-                     " from the served /openapi.json; every check (status, content type, headers, body schema)"}
+    ], {
+        "generator": f"Schemathesis {version('schemathesis')}, up to {EXAMPLES_PER_ROUTE} examples per route and mode,"
+        " from the served /openapi.json; every check (status, content type, headers, body schema)"
+    }
 
 
 records.record_at_session_end("fuzz", "tests/reliability/test_fuzz.py (contract)", contract_fuzzing_record)
@@ -108,8 +125,10 @@ records.record_at_session_end("fuzz", "tests/reliability/test_fuzz.py (contract)
 
 # ---- The decoder ----------------------------------------------------------------------
 
-PHOTOS = {name: (helpers.ROOT / "tests" / "data" / name).read_bytes()
-          for name in ("pizza.jpg", "guacamole.jpg", "hamburger.jpg")}
+PHOTOS = {
+    name: (helpers.ROOT / "tests" / "data" / name).read_bytes()
+    for name in ("pizza.jpg", "guacamole.jpg", "hamburger.jpg")
+}
 
 
 def small_photos() -> dict[str, bytes]:
@@ -138,11 +157,11 @@ def mutated_photo(draw) -> bytes:
         if action == "flip":
             data[at] ^= draw(st.integers(1, 255))
         elif action == "cut":
-            del data[at: at + draw(st.integers(1, 4096))]
+            del data[at : at + draw(st.integers(1, 4096))]
         elif action == "insert":
             data[at:at] = draw(st.binary(min_size=1, max_size=64))
         else:
-            data[at:at] = data[at: at + draw(st.integers(1, 512))]
+            data[at:at] = data[at : at + draw(st.integers(1, 512))]
         if not data:
             break
     return bytes(data)
@@ -150,10 +169,18 @@ def mutated_photo(draw) -> bytes:
 
 ANY_UPLOAD = st.one_of(st.binary(max_size=4096), mutated_photo())
 DECODED: Counter[str] = Counter()
-records.record_at_session_end("fuzz", "tests/reliability/test_fuzz.py (decoder)", lambda: DECODED and (
-    [{"outcome": outcome, "inputs": count} for outcome, count in sorted(DECODED.items())],
-    {"generator": "Hypothesis: random bytes and sample photos (JPEG, PNG, WebP) with bytes flipped, cut,"
-                  " inserted or repeated; in process (decode_upload) and served (/predict)"}))
+records.record_at_session_end(
+    "fuzz",
+    "tests/reliability/test_fuzz.py (decoder)",
+    lambda: DECODED
+    and (
+        [{"outcome": outcome, "inputs": count} for outcome, count in sorted(DECODED.items())],
+        {
+            "generator": "Hypothesis: random bytes and sample photos (JPEG, PNG, WebP) with bytes flipped, cut,"
+            " inserted or repeated; in process (decode_upload) and served (/predict)"
+        },
+    ),
+)
 
 
 @settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -179,4 +206,3 @@ def test_served_random_and_mutated_uploads_get_a_2xx_or_a_json_4xx(fuzzed_bento,
     if response.status_code >= 400:
         assert response.headers["content-type"] == "application/json" and response.json()["detail"]
     DECODED[f"served {response.status_code}"] += 1
-

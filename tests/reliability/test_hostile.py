@@ -63,14 +63,24 @@ def raw_multipart(filename: bytes, data: bytes) -> Callable[[str], int]:
     return raw_request(raw_multipart_body(data, filename))
 
 
-def raw_request(body: bytes, content_type: bytes = b"multipart/form-data; boundary=b0undary",
-                content_length: int | None = None, wait_s: float = 30) -> Callable[[str], int]:
+def raw_request(
+    body: bytes,
+    content_type: bytes = b"multipart/form-data; boundary=b0undary",
+    content_length: int | None = None,
+    wait_s: float = 30,
+) -> Callable[[str], int]:
     """One request on a raw socket: a lying Content-Length is something httpx will not send."""
+
     def send(url: str) -> int:
         host, port = url.removeprefix("http://").split(":")
         length = len(body) if content_length is None else content_length
-        head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: " + content_type
-                + b"\r\nContent-Length: " + str(length).encode() + b"\r\n\r\n")
+        head = (
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: "
+            + content_type
+            + b"\r\nContent-Length: "
+            + str(length).encode()
+            + b"\r\n\r\n"
+        )
         with socket.create_connection((host, int(port)), timeout=wait_s) as sock:
             sock.sendall(head + body)
             answer = b""
@@ -83,16 +93,23 @@ def raw_request(body: bytes, content_type: bytes = b"multipart/form-data; bounda
 
 def chunked(data: bytes, pause_s: float = 0.0, pieces: int = 8) -> Callable[[str], int]:
     """The upload as a chunked body (no Content-Length), optionally sent slowly."""
+
     def send(url: str) -> int:
         boundary = "sl0w"
-        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"image\"; filename=\"s.jpg\"\r\n"
-                "Content-Type: image/jpeg\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        body = (
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="image"; filename="s.jpg"\r\n'
+                "Content-Type: image/jpeg\r\n\r\n"
+            ).encode()
+            + data
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
         step = -(-len(body) // pieces)
 
         def stream() -> Iterator[bytes]:
             for start in range(0, len(body), step):
                 time.sleep(pause_s)
-                yield body[start:start + step]
+                yield body[start : start + step]
 
         headers = {"Content-Type": f"multipart/form-data; boundary={boundary}"}
         return httpx.post(f"{url}/predict", content=stream(), headers=headers, timeout=60).status_code
@@ -103,7 +120,7 @@ def chunked(data: bytes, pause_s: float = 0.0, pieces: int = 8) -> Callable[[str
 def jpeg_claiming(width: int, height: int, photo: bytes) -> bytes:
     """A real JPEG whose frame header claims another size (a header-declared bomb)."""
     at = photo.index(b"\xff\xc0") if b"\xff\xc0" in photo else photo.index(b"\xff\xc2")
-    return photo[: at + 5] + struct.pack(">HH", height, width) + photo[at + 9:]
+    return photo[: at + 5] + struct.pack(">HH", height, width) + photo[at + 9 :]
 
 
 def png_claiming(width: int, height: int) -> bytes:
@@ -145,19 +162,39 @@ def corpus(photo: bytes) -> list[Case]:
     html = b"<!doctype html><html><body><img src=x onerror=alert(1)></body></html>"
     cases = [
         Case("PNG header claiming 60000 x 60000", "bomb", upload(png_claiming(60000, 60000), "image/png"), TOO_LARGE),
-        Case("PNG of 3000 x 3000 zeros in 5 KB (9 Mpx, limit 4)", "bomb",
-             upload(helpers.pixel_bomb_png(3000, 3000), "image/png"), TOO_LARGE),
+        Case(
+            "PNG of 3000 x 3000 zeros in 5 KB (9 Mpx, limit 4)",
+            "bomb",
+            upload(helpers.pixel_bomb_png(3000, 3000), "image/png"),
+            TOO_LARGE,
+        ),
         Case("JPEG header claiming 65000 x 65000", "bomb", upload(jpeg_claiming(65000, 65000, photo)), TOO_LARGE),
         Case("PNG zTXt chunk inflating past 1 MB", "bomb", upload(helpers.png_text_bomb(), "image/png"), TOO_LARGE),
-        Case("HEIC of 3000 x 3000 in a few KB (9 Mpx, limit 4)", "bomb",
-             upload(helpers.flat_bomb("HEIF", 3000, 3000), "image/heic", "x.heic"), TOO_LARGE),
-        Case("AVIF of 3000 x 3000 in a few KB (9 Mpx, limit 4)", "bomb",
-             upload(helpers.flat_bomb("AVIF", 3000, 3000), "image/avif", "x.avif"), TOO_LARGE),
+        Case(
+            "HEIC of 3000 x 3000 in a few KB (9 Mpx, limit 4)",
+            "bomb",
+            upload(helpers.flat_bomb("HEIF", 3000, 3000), "image/heic", "x.heic"),
+            TOO_LARGE,
+        ),
+        Case(
+            "AVIF of 3000 x 3000 in a few KB (9 Mpx, limit 4)",
+            "bomb",
+            upload(helpers.flat_bomb("AVIF", 3000, 3000), "image/avif", "x.avif"),
+            TOO_LARGE,
+        ),
         Case("truncated HEIC", "broken", upload(helpers.phone_photo("HEIF")[:3000], "image/heic", "x.heic"), BAD),
-        Case("HEIC from an iPhone, stored sideways", "format",
-             upload(helpers.phone_photo("HEIF", image), "image/heic", "x.heic"), OK),
-        Case("AVIF from an Android phone, stored sideways", "format",
-             upload(helpers.phone_photo("AVIF", image), "image/avif", "x.avif"), OK),
+        Case(
+            "HEIC from an iPhone, stored sideways",
+            "format",
+            upload(helpers.phone_photo("HEIF", image), "image/heic", "x.heic"),
+            OK,
+        ),
+        Case(
+            "AVIF from an Android phone, stored sideways",
+            "format",
+            upload(helpers.phone_photo("AVIF", image), "image/avif", "x.avif"),
+            OK,
+        ),
         Case("truncated JPEG", "broken", upload(helpers.truncated_jpeg(photo)), BAD),
         Case("JPEG with 2000 corrupted bytes", "broken", upload(corrupted(photo)), frozenset({200, 400})),
         Case("zero bytes", "broken", upload(b""), BAD),
@@ -174,22 +211,40 @@ def corpus(photo: bytes) -> list[Case]:
         Case("animated WebP", "animation", upload(animated("WEBP"), "image/webp"), OK),
         Case("CMYK JPEG", "colour", upload(cmyk_jpeg()), OK),
         Case("16-bit PNG", "colour", upload(helpers.sixteen_bit_png(), "image/png"), OK),
-        Case("WebP of 2000 x 2000 in a few KB (~64 MB to decode, budget 48)", "memory",
-             upload(helpers.encode(Image.new("RGB", (2000, 2000)), "WEBP"), "image/webp"), TOO_LARGE),
-        Case("RGBA PNG of 1900 x 1900 (~72 MB to decode, budget 48)", "memory",
-             upload(helpers.encode(Image.new("RGBA", (1900, 1900)), "PNG"), "image/png"), TOO_LARGE),
-        *(Case(f"EXIF orientation {o}", "orientation", upload(helpers.exif_rotated_jpeg(image, o)), OK)
-          for o in range(1, 9)),
+        Case(
+            "WebP of 2000 x 2000 in a few KB (~64 MB to decode, budget 48)",
+            "memory",
+            upload(helpers.encode(Image.new("RGB", (2000, 2000)), "WEBP"), "image/webp"),
+            TOO_LARGE,
+        ),
+        Case(
+            "RGBA PNG of 1900 x 1900 (~72 MB to decode, budget 48)",
+            "memory",
+            upload(helpers.encode(Image.new("RGBA", (1900, 1900)), "PNG"), "image/png"),
+            TOO_LARGE,
+        ),
+        *(
+            Case(f"EXIF orientation {o}", "orientation", upload(helpers.exif_rotated_jpeg(image, o)), OK)
+            for o in range(1, 9)
+        ),
         Case("filename with path separators", "filename", upload(photo, filename="../../etc/passwd\\x.jpg"), OK),
         Case("filename with a NUL byte", "filename", raw_multipart(b"a\x00b.jpg", photo), OK),
         Case("filename with CRLF", "filename", raw_multipart(b"a\r\nX-Injected: 1\r\n.jpg", photo), BAD),
         # The multipart parser refuses a header line this long: a 400 malformed_form.
         Case("filename of 10 KB of unicode", "filename", upload(photo, filename="\u0928" * 3400 + ".jpg"), BAD),
         Case("25 MB body", "body", upload(photo + b"\0" * 25_000_000), TOO_LARGE),
-        Case("Content-Length larger than the body", "body",
-             raw_request(b"--b0undary\r\n", content_length=100_000), frozenset({408})),
-        Case("Content-Length smaller than the body", "body",
-             raw_request(raw_multipart_body(photo), content_length=300), frozenset({400, 422})),
+        Case(
+            "Content-Length larger than the body",
+            "body",
+            raw_request(b"--b0undary\r\n", content_length=100_000),
+            frozenset({408}),
+        ),
+        Case(
+            "Content-Length smaller than the body",
+            "body",
+            raw_request(raw_multipart_body(photo), content_length=300),
+            frozenset({400, 422}),
+        ),
         Case("chunked transfer encoding", "body", chunked(photo), OK),
         Case("multipart with no boundary", "body", raw_request(b"garbage", content_type=b"multipart/form-data"), BAD),
     ]
@@ -197,8 +252,13 @@ def corpus(photo: bytes) -> list[Case]:
 
 
 def raw_multipart_body(data: bytes, filename: bytes = b"p.jpg") -> bytes:
-    return (b"--b0undary\r\nContent-Disposition: form-data; name=\"image\"; filename=\"" + filename
-            + b"\"\r\nContent-Type: image/jpeg\r\n\r\n" + data + b"\r\n--b0undary--\r\n")
+    return (
+        b'--b0undary\r\nContent-Disposition: form-data; name="image"; filename="'
+        + filename
+        + b'"\r\nContent-Type: image/jpeg\r\n\r\n'
+        + data
+        + b"\r\n--b0undary--\r\n"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -250,26 +310,37 @@ def test_the_hostile_corpus_three_times_every_status_expected_no_crash_no_growth
     growth = {worker: rss[-1][worker] - rss[0][worker] for worker in workers}
     assert max(growth.values()) < RSS_GROWTH_LIMIT, f"RSS growth from pass 1 to pass {PASSES}: {growth}"
     mb = 1024 * 1024
+
     def usage(name: str) -> dict[str, str]:
         if name not in cpu_s:  # the slow upload, which runs beside the others
             return {"CPU s (max of passes)": "", "peak RSS above start, MB (gateway / classifier)": ""}
         peaks = peak_mb[name]
-        return {"CPU s (max of passes)": f"{max(cpu_s[name]):.2f}",
-                "peak RSS above start, MB (gateway / classifier)":
-                    f"{peaks.get('tikka', 0):.1f} / {peaks.get('classifier', 0):.1f}"}
+        return {
+            "CPU s (max of passes)": f"{max(cpu_s[name]):.2f}",
+            "peak RSS above start, MB (gateway / classifier)": f"{peaks.get('tikka', 0):.1f} / {peaks.get('classifier', 0):.1f}",
+        }
 
-    records.record("hostile_inputs", [
-        {"case": name, "kind": next((c.kind for c in cases if c.name == name), "body"),
-         "expected": "/".join(map(str, sorted(expected[name]))), "observed": ", ".join(map(str, statuses)),
-         **usage(name)}
-        for name, statuses in observed.items()
-    ], cpu_and_peaks="all workers' CPU seconds during the case, and each worker's peak resident size"
+    records.record(
+        "hostile_inputs",
+        [
+            {
+                "case": name,
+                "kind": next((c.kind for c in cases if c.name == name), "body"),
+                "expected": "/".join(map(str, sorted(expected[name]))),
+                "observed": ", ".join(map(str, statuses)),
+                **usage(name),
+            }
+            for name, statuses in observed.items()
+        ],
+        cpu_and_peaks="all workers' CPU seconds during the case, and each worker's peak resident size"
         " above its size when the case began (VmHWM, reset before each case); the slow upload runs"
         " beside every case, so each figure includes a share of it",
-        inputs_tried=sum(map(len, observed.values())), passes=PASSES,
+        inputs_tried=sum(map(len, observed.values())),
+        passes=PASSES,
         worker_rss_mb_after_each_pass={w: [round(r[w] / mb) for r in rss] for w in workers},
         rss_growth_pass_1_to_3_mb={w: round(g / mb, 1) for w, g in growth.items()},
-        workers_replaced=0)
+        workers_replaced=0,
+    )
 
 
 def status_of(sock: socket.socket) -> int | None:
@@ -280,14 +351,17 @@ def status_of(sock: socket.socket) -> int | None:
     return int(status_line[1]) if len(status_line) > 1 and status_line[1].isdigit() else None
 
 
-def trickle(url: str, connections: int, gap_s: float, give_up_s: float,
-            connected: threading.Event | None = None) -> list[tuple[int | None, float]]:
+def trickle(
+    url: str, connections: int, gap_s: float, give_up_s: float, connected: threading.Event | None = None
+) -> list[tuple[int | None, float]]:
     """Slow-POST clients: each sends its headers (Content-Length 100 kB), then one body byte
     every ``gap_s``, under the idle timeout. Returns each one's status and when it came;
     sets ``connected`` once every client has sent its headers."""
     host, port = url.removeprefix("http://").split(":")
-    head = (b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b0undary"
-            b"\r\nContent-Length: 100000\r\n\r\n--b0undary\r\n")
+    head = (
+        b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b0undary"
+        b"\r\nContent-Length: 100000\r\n\r\n--b0undary\r\n"
+    )
     started = time.monotonic()
     sockets = [socket.create_connection((host, int(port)), timeout=10) for _ in range(connections)]
     answers: dict[socket.socket, tuple[int | None, float]] = {}
@@ -334,7 +408,8 @@ def test_a_slow_post_wave_is_cut_off_and_normal_clients_keep_being_served(hostil
     wave: list[tuple[int | None, float]] = []
     connected = threading.Event()
     attack = threading.Thread(
-        target=lambda: wave.extend(trickle(url, connections, 1.0, BODY_TIMEOUT_S + 10, connected)))
+        target=lambda: wave.extend(trickle(url, connections, 1.0, BODY_TIMEOUT_S + 10, connected))
+    )
     attack.start()
     assert connected.wait(timeout=30), "the wave did not connect"
     during: list[tuple[int, float]] = []
@@ -350,14 +425,20 @@ def test_a_slow_post_wave_is_cut_off_and_normal_clients_keep_being_served(hostil
     # Cut off at the body limit, not held to BentoML's 60 s timeout (the slack: 80
     # connections set up and read once a second on a loaded 2-core machine).
     assert latest <= 1.5 * BODY_TIMEOUT_S, f"the last slow client was cut off after {latest:.1f} s"
-    records.record("slow_client_wave", [{
-        "case": f"{connections} connections, one body byte every 1 s (idle limit {IDLE_TIMEOUT_S} s,"
+    records.record(
+        "slow_client_wave",
+        [
+            {
+                "case": f"{connections} connections, one body byte every 1 s (idle limit {IDLE_TIMEOUT_S} s,"
                 f" body limit {BODY_TIMEOUT_S} s, 64 requests admitted at once)",
-        "slow_clients": f"{connections} x 408, the last after {latest:.1f} s",
-        "normal_requests": len(during), "normal_ok_pct": round(100 * ok / len(during), 1),
-        "normal_median_ms": round(1000 * statistics.median(t for _, t in during)),
-        "idle_median_ms": round(1000 * statistics.median(idle)),
-    }])
+                "slow_clients": f"{connections} x 408, the last after {latest:.1f} s",
+                "normal_requests": len(during),
+                "normal_ok_pct": round(100 * ok / len(during), 1),
+                "normal_median_ms": round(1000 * statistics.median(t for _, t in during)),
+                "idle_median_ms": round(1000 * statistics.median(idle)),
+            }
+        ],
+    )
 
 
 def raw_exchange(url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
@@ -378,9 +459,13 @@ def test_answers_written_outside_the_middlewares_are_in_the_error_shape(hostile_
     """uvicorn's answer to malformed HTTP and a WebSocket upgrade (the API has no WebSocket
     routes) were a text/plain 400 and an empty 403; BentoML's timeout: tests/unit."""
     malformed = raw_exchange(hostile_bento, b"NOT HTTP AT ALL\r\n\r\n")
-    upgrade = raw_exchange(hostile_bento, (
-        b"GET /predict HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"))
+    upgrade = raw_exchange(
+        hostile_bento,
+        (
+            b"GET /predict HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ),
+    )
     for (status, headers, body), expected in ((malformed, (400, "bad_request")), (upgrade, (404, "http_404"))):
         assert headers["content-type"].startswith("application/json"), (expected, headers, body)
         answer = json.loads(body)
@@ -434,15 +519,23 @@ def test_a_wave_of_large_images_does_not_starve_photos(hostile_bento, photo):
     assert sum(status == 200 for status, _, _ in wave) >= clients, "the large images were served too"
     slowdown = statistics.median(t for _, t, _ in during) / statistics.median(idle)
     assert slowdown <= 3, f"photos took {slowdown:.1f}x their idle time during the wave"
-    records.record("hostile_inputs", [{
-        "case": "6 clients sending 1400 x 1400 RGBA PNGs (~39 MB each to decode; budget 48 MB) beside photos",
-        "kind": "memory wave",
-        "expected": "photos 200 within 3x their idle median",
-        "observed": (f"photos: 40 x 200, median {1000 * statistics.median(t for _, t, _ in during):.0f} ms"
-                     f" against {1000 * statistics.median(idle):.0f} ms idle ({slowdown:.1f}x); large images:"
-                     f" {sum(s == 200 for s, _, _ in wave)} x 200, {sum(s == 429 for s, _, _ in wave)} x 429;"
-                     f" worker RSS after: {', '.join(f'{k} {v // 2**20} MB' for k, v in workers.items())}"),
-    }], test="tests/reliability/test_hostile.py::memory_wave")
+    records.record(
+        "hostile_inputs",
+        [
+            {
+                "case": "6 clients sending 1400 x 1400 RGBA PNGs (~39 MB each to decode; budget 48 MB) beside photos",
+                "kind": "memory wave",
+                "expected": "photos 200 within 3x their idle median",
+                "observed": (
+                    f"photos: 40 x 200, median {1000 * statistics.median(t for _, t, _ in during):.0f} ms"
+                    f" against {1000 * statistics.median(idle):.0f} ms idle ({slowdown:.1f}x); large images:"
+                    f" {sum(s == 200 for s, _, _ in wave)} x 200, {sum(s == 429 for s, _, _ in wave)} x 429;"
+                    f" worker RSS after: {', '.join(f'{k} {v // 2**20} MB' for k, v in workers.items())}"
+                ),
+            }
+        ],
+        test="tests/reliability/test_hostile.py::memory_wave",
+    )
 
 
 # The CPU bombs: progressive JPEGs under the scan limit (90 scans), at the shipped upload and
@@ -487,12 +580,19 @@ def test_a_cpu_bomb_is_stopped_at_its_decode_budget(cpu_bento, cpu_bombs):
     # The gateway's CPU for the request: the budget, plus reading and checking 9 MB, and
     # what a 4 KB block of scans costs past it.
     assert max(spent) < whole / 2, f"the gateway spent {spent} CPU s; the whole decode takes {whole:.2f} s"
-    records.record("hostile_inputs", [{
-        "case": f"progressive JPEG of 6000 x 6000 with 90 scans in {len(bomb) / 1e6:.1f} MB"
+    records.record(
+        "hostile_inputs",
+        [
+            {
+                "case": f"progressive JPEG of 6000 x 6000 with 90 scans in {len(bomb) / 1e6:.1f} MB"
                 f" (a whole decode: {whole:.2f} CPU s here)",
-        "kind": "CPU bomb", "expected": f"413 image_too_costly, stopped at the {DECODE_CPU_S} s budget",
-        "observed": f"3 x 413; the gateway's CPU per request: {', '.join(f'{s:.2f}' for s in spent)} s",
-    }], test="tests/reliability/test_hostile.py::cpu_bomb")
+                "kind": "CPU bomb",
+                "expected": f"413 image_too_costly, stopped at the {DECODE_CPU_S} s budget",
+                "observed": f"3 x 413; the gateway's CPU per request: {', '.join(f'{s:.2f}' for s in spent)} s",
+            }
+        ],
+        test="tests/reliability/test_hostile.py::cpu_bomb",
+    )
 
 
 def test_a_cpu_bomb_wave_does_not_starve_photos(cpu_bento, cpu_bombs, photo):
@@ -510,12 +610,20 @@ def test_a_cpu_bomb_wave_does_not_starve_photos(cpu_bento, cpu_bombs, photo):
     slowdown = statistics.median(t for _, t, _ in during) / statistics.median(idle)
     assert slowdown <= 3, f"photos took {slowdown:.1f}x their idle time during the wave"
     counts = collections.Counter(f"{status}{' ' + error if error else ''}" for status, _, error in wave)
-    records.record("hostile_inputs", [{
-        "case": f"{clients} clients sending progressive-JPEG bombs (90 scans; 2400 px passes, 6000 px is"
+    records.record(
+        "hostile_inputs",
+        [
+            {
+                "case": f"{clients} clients sending progressive-JPEG bombs (90 scans; 2400 px passes, 6000 px is"
                 f" stopped at the {DECODE_CPU_S} s budget) beside photos",
-        "kind": "CPU wave",
-        "expected": "photos 200 within 3x their idle median",
-        "observed": (f"photos: {len(during)} x 200, median {1000 * statistics.median(t for _, t, _ in during):.0f} ms"
-                     f" against {1000 * statistics.median(idle):.0f} ms idle ({slowdown:.1f}x); bombs: "
-                     + ", ".join(f"{n} x {k}" for k, n in sorted(counts.items()))),
-    }], test="tests/reliability/test_hostile.py::cpu_wave")
+                "kind": "CPU wave",
+                "expected": "photos 200 within 3x their idle median",
+                "observed": (
+                    f"photos: {len(during)} x 200, median {1000 * statistics.median(t for _, t, _ in during):.0f} ms"
+                    f" against {1000 * statistics.median(idle):.0f} ms idle ({slowdown:.1f}x); bombs: "
+                    + ", ".join(f"{n} x {k}" for k, n in sorted(counts.items()))
+                ),
+            }
+        ],
+        test="tests/reliability/test_hostile.py::cpu_wave",
+    )

@@ -50,8 +50,11 @@ async def overload(url: str, data: bytes, reference: dict) -> dict:
     stop = time.monotonic() + LOAD_S
     # Idle connections go after 2 s (helpers.CLIENT_LIMITS): with httpx's default, the same
     # 5 s as uvicorn's, about 1 run in 5 lost a request to that race (a reset, not an answer).
-    limits = httpx.Limits(max_connections=CLIENTS + 4, max_keepalive_connections=CLIENTS + 4,
-                          keepalive_expiry=helpers.CLIENT_LIMITS.keepalive_expiry)
+    limits = httpx.Limits(
+        max_connections=CLIENTS + 4,
+        max_keepalive_connections=CLIENTS + 4,
+        keepalive_expiry=helpers.CLIENT_LIMITS.keepalive_expiry,
+    )
     async with httpx.AsyncClient(base_url=url, timeout=90, limits=limits) as client:
         idle = sorted([(await lone_request_s(client, data))[1] for _ in range(10)])[5]
 
@@ -91,8 +94,15 @@ async def overload(url: str, data: bytes, reference: dict) -> dict:
                 break
             assert time.monotonic() - stopped < RECOVERY_LIMIT_S, f"still {status} / {latency * 1000:.0f} ms"
             await asyncio.sleep(0.1)
-    return {"sent": sent, "accepted": accepted, "shed": shed, "wrong": wrong, "probes": probes,
-            "idle_s": idle, "recovery_s": recovery_s}
+    return {
+        "sent": sent,
+        "accepted": accepted,
+        "shed": shed,
+        "wrong": wrong,
+        "probes": probes,
+        "idle_s": idle,
+        "recovery_s": recovery_s,
+    }
 
 
 def server_mean_latency_s(url: str) -> dict[int, float]:
@@ -108,8 +118,9 @@ def server_mean_latency_s(url: str) -> dict[int, float]:
 
 def test_past_capacity_it_sheds_at_once_stays_probed_loses_nothing_and_recovers(small_bento, photo):
     data = photo("pizza.jpg")
-    reference = httpx.post(f"{small_bento}/predict", files={"image": ("p.jpg", data, "image/jpeg")},
-                           timeout=60).json()["predictions"]
+    reference = httpx.post(f"{small_bento}/predict", files={"image": ("p.jpg", data, "image/jpeg")}, timeout=60).json()[
+        "predictions"
+    ]
     result = asyncio.run(overload(small_bento, data, reference))
     accepted, shed, probes = result["accepted"], result["shed"], result["probes"]
     answered = len(accepted) + len(shed) + len(result["wrong"])
@@ -127,17 +138,39 @@ def test_past_capacity_it_sheds_at_once_stays_probed_loses_nothing_and_recovers(
     accepted_p50 = statistics.median(accepted)
     assert {status for _, status, _ in probes} == {200}, [p for p in probes if p[1] != 200][:5]
     ms = lambda seconds: round(seconds * 1000, 1)  # noqa: E731
-    records.record("overload", [
-        {"outcome": "200, the right top 5", "requests": len(accepted), "server mean ms": ms(server[200]),
-         "client p50 ms": ms(accepted_p50), "client p95 ms": ms(statistics.quantiles(accepted, n=20)[-1])},
-        {"outcome": "429/503 + Retry-After (shed)", "requests": len(shed), "server mean ms": ms(server[429]),
-         "client p50 ms": ms(statistics.median([s for _, s in shed])), "client p95 ms": ms(shed_p95)},
-        {"outcome": "wrong, 5xx without Retry-After, or lost", "requests": len(result["wrong"]) + result["sent"] - answered,
-         "client p50 ms": "", "client p95 ms": ""},
-        {"outcome": "/livez and /readyz probes, every 0.2 s", "requests": len(probes),
-         "client p50 ms": ms(statistics.median([p[2] for p in probes])),
-         "client p95 ms": ms(statistics.quantiles([p[2] for p in probes], n=20)[-1])},
-    ], load=f"{CLIENTS} clients for {LOAD_S} s against TIKKA_MAX_CONCURRENCY={CAPACITY}",
-        requests_sent=result["sent"], lost=result["sent"] - answered,
+    records.record(
+        "overload",
+        [
+            {
+                "outcome": "200, the right top 5",
+                "requests": len(accepted),
+                "server mean ms": ms(server[200]),
+                "client p50 ms": ms(accepted_p50),
+                "client p95 ms": ms(statistics.quantiles(accepted, n=20)[-1]),
+            },
+            {
+                "outcome": "429/503 + Retry-After (shed)",
+                "requests": len(shed),
+                "server mean ms": ms(server[429]),
+                "client p50 ms": ms(statistics.median([s for _, s in shed])),
+                "client p95 ms": ms(shed_p95),
+            },
+            {
+                "outcome": "wrong, 5xx without Retry-After, or lost",
+                "requests": len(result["wrong"]) + result["sent"] - answered,
+                "client p50 ms": "",
+                "client p95 ms": "",
+            },
+            {
+                "outcome": "/livez and /readyz probes, every 0.2 s",
+                "requests": len(probes),
+                "client p50 ms": ms(statistics.median([p[2] for p in probes])),
+                "client p95 ms": ms(statistics.quantiles([p[2] for p in probes], n=20)[-1]),
+            },
+        ],
+        load=f"{CLIENTS} clients for {LOAD_S} s against TIKKA_MAX_CONCURRENCY={CAPACITY}",
+        requests_sent=result["sent"],
+        lost=result["sent"] - answered,
         idle_latency_ms=ms(result["idle_s"]),
-        recovery_after_the_load_stopped_s=round(result["recovery_s"], 2))
+        recovery_after_the_load_stopped_s=round(result["recovery_s"], 2),
+    )

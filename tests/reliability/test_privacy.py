@@ -87,12 +87,19 @@ def test_uploads_and_llm_calls_leave_no_file_and_no_secret_in_the_log(private_be
                 response = client.post(route, files={"image": ("p.jpg", data, "image/jpeg")}, headers=auth)
                 outcomes.append(response.status_code)
         bad = client.post("/predict", files={"image": ("x.jpg", IMAGE_MARKER * 50, "image/jpeg")}, headers=auth)
-        wrong_key = client.post("/predict", files={"image": ("p.jpg", small, "image/jpeg")},
-                                headers={"X-API-Key": API_KEY + "-wrong"})
-        generated = client.post("/llm/generate", headers=auth, json={
-            "prompt": f"Name one spice. {PROMPT_MARKER}", "max_tokens": 8, "temperature": 0})
-        streamed = client.post("/llm/generate", headers=auth, json={
-            "prompt": f"Name one herb. {PROMPT_MARKER}", "max_tokens": 8, "stream": True})
+        wrong_key = client.post(
+            "/predict", files={"image": ("p.jpg", small, "image/jpeg")}, headers={"X-API-Key": API_KEY + "-wrong"}
+        )
+        generated = client.post(
+            "/llm/generate",
+            headers=auth,
+            json={"prompt": f"Name one spice. {PROMPT_MARKER}", "max_tokens": 8, "temperature": 0},
+        )
+        streamed = client.post(
+            "/llm/generate",
+            headers=auth,
+            json={"prompt": f"Name one herb. {PROMPT_MARKER}", "max_tokens": 8, "stream": True},
+        )
         too_long = client.post("/llm/generate", headers=auth, json={"prompt": PROMPT_MARKER * 400})
     assert outcomes == [200] * 4
     assert (bad.status_code, wrong_key.status_code, generated.status_code, streamed.status_code) == (400, 401, 200, 200)
@@ -106,11 +113,26 @@ def test_uploads_and_llm_calls_leave_no_file_and_no_secret_in_the_log(private_be
         assert secret not in log, f"{secret!r} appears in the log"
     for body in (bad.text, wrong_key.text, too_long.text):
         assert API_KEY not in body and PROMPT_MARKER not in body
-    records.record("privacy", [
-        {"case": "uploads (2 routes x 150 KB and 1.5 MB), a bad image, a wrong key", "tried": 6,
-         "expected": "no file under TMPDIR", "observed": f"{len(watch.seen)} files in {watch.polls} polls"},
-        {"case": "LLM calls (plain, streamed, over-long prompt)", "tried": 3,
-         "expected": "no prompt in the log", "observed": "absent"},
-        {"case": "image bytes, prompts and the API key in the log", "tried": 3,
-         "expected": "absent", "observed": f"absent from {len(log)} bytes of log"},
-    ])
+    records.record(
+        "privacy",
+        [
+            {
+                "case": "uploads (2 routes x 150 KB and 1.5 MB), a bad image, a wrong key",
+                "tried": 6,
+                "expected": "no file under TMPDIR",
+                "observed": f"{len(watch.seen)} files in {watch.polls} polls",
+            },
+            {
+                "case": "LLM calls (plain, streamed, over-long prompt)",
+                "tried": 3,
+                "expected": "no prompt in the log",
+                "observed": "absent",
+            },
+            {
+                "case": "image bytes, prompts and the API key in the log",
+                "tried": 3,
+                "expected": "absent",
+                "observed": f"absent from {len(log)} bytes of log",
+            },
+        ],
+    )

@@ -46,8 +46,10 @@ def tiny_jpeg() -> bytes:
 
 def burst(url: str, count: int, **headers) -> list[httpx.Response]:
     with httpx.Client(base_url=url, timeout=60) as client:
-        return [client.post("/predict", files={"image": ("p.jpg", tiny_jpeg(), "image/jpeg")}, headers=headers)
-                for _ in range(count)]
+        return [
+            client.post("/predict", files={"image": ("p.jpg", tiny_jpeg(), "image/jpeg")}, headers=headers)
+            for _ in range(count)
+        ]
 
 
 @pytest.mark.slow
@@ -69,34 +71,67 @@ def test_behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket(default
     assert other[0].status_code == 200, "another forwarded client is not limited by the first"
     assert set(probes) == {200}, "probes are never limited"
     assert again[0].status_code == 200, "the bucket refills at the rate"
-    records.record("access", [
-        {"case": f"rate limit {RATE}/s, burst {BURST}: one forwarded client sends {BURST + 2} at once",
-         "tried": BURST + 2, "expected": f"{BURST} x 200, then 429 + Retry-After", "observed": statuses},
-        {"case": "a second forwarded client, at once", "tried": 1, "expected": "200", "observed": other[0].status_code},
-        {"case": "probes during the limit", "tried": len(probes), "expected": "all 200", "observed": sorted(set(probes))},
-    ])
+    records.record(
+        "access",
+        [
+            {
+                "case": f"rate limit {RATE}/s, burst {BURST}: one forwarded client sends {BURST + 2} at once",
+                "tried": BURST + 2,
+                "expected": f"{BURST} x 200, then 429 + Retry-After",
+                "observed": statuses,
+            },
+            {
+                "case": "a second forwarded client, at once",
+                "tried": 1,
+                "expected": "200",
+                "observed": other[0].status_code,
+            },
+            {
+                "case": "probes during the limit",
+                "tried": len(probes),
+                "expected": "all 200",
+                "observed": sorted(set(probes)),
+            },
+        ],
+    )
 
 
 @pytest.mark.slow
 @pytest.mark.served
 def test_an_untrusted_peer_cannot_dodge_the_limit_with_forwarded_for_but_keys_are_clients(default_model, tmp_path):
     env = {
-        "TIKKA_RATE_LIMIT_PER_S": str(RATE), "TIKKA_RATE_LIMIT_BURST": str(BURST),
-        "FORWARDED_ALLOW_IPS": "198.51.100.1", "TIKKA_API_KEYS": json.dumps(["key-a", "key-b"]),
+        "TIKKA_RATE_LIMIT_PER_S": str(RATE),
+        "TIKKA_RATE_LIMIT_BURST": str(BURST),
+        "FORWARDED_ALLOW_IPS": "198.51.100.1",
+        "TIKKA_API_KEYS": json.dumps(["key-a", "key-b"]),
     }
     with helpers.served_bento(tmp_path, env) as url:
         with httpx.Client(base_url=url, timeout=60) as client:
             spoofed = [
-                client.post("/predict", files={"image": ("p.jpg", tiny_jpeg(), "image/jpeg")},
-                            headers={"X-Forwarded-For": f"203.0.113.{i}", "X-API-Key": "key-a"}).status_code
+                client.post(
+                    "/predict",
+                    files={"image": ("p.jpg", tiny_jpeg(), "image/jpeg")},
+                    headers={"X-Forwarded-For": f"203.0.113.{i}", "X-API-Key": "key-a"},
+                ).status_code
                 for i in range(BURST + 2)
             ]
         other_key = burst(url, 1, **{"X-API-Key": "key-b"})
     assert spoofed[:BURST] == [200] * BURST and spoofed[BURST:] == [429, 429]
     assert other_key[0].status_code == 200, "each API key is its own client"
-    records.record("access", [
-        {"case": "an untrusted peer invents a new X-Forwarded-For per request", "tried": len(spoofed),
-         "expected": f"{BURST} x 200, then 429", "observed": spoofed},
-        {"case": "a second API key from the same address", "tried": 1, "expected": "200",
-         "observed": other_key[0].status_code},
-    ])
+    records.record(
+        "access",
+        [
+            {
+                "case": "an untrusted peer invents a new X-Forwarded-For per request",
+                "tried": len(spoofed),
+                "expected": f"{BURST} x 200, then 429",
+                "observed": spoofed,
+            },
+            {
+                "case": "a second API key from the same address",
+                "tried": 1,
+                "expected": "200",
+                "observed": other_key[0].status_code,
+            },
+        ],
+    )

@@ -70,11 +70,20 @@ def test_mixed_traffic_keeps_memory_flat_errors_at_zero_and_latency_steady(soak_
 
     def llm(client: httpx.Client, i: int) -> httpx.Response:
         task = ("recipe", "nutrition", "origin")[i % 3]
-        return client.post("/llm/dish", json={"dish": ("pizza", "guacamole", "hamburger")[i % 3], "task": task,
-                                              "max_tokens": 16, "stream": i % 2 == 1})
+        return client.post(
+            "/llm/dish",
+            json={
+                "dish": ("pizza", "guacamole", "hamburger")[i % 3],
+                "task": task,
+                "max_tokens": 16,
+                "stream": i % 2 == 1,
+            },
+        )
 
-    threads = [threading.Thread(target=loop, args=args) for args in
-               [("predict", predict)] * 3 + [("explain", explain), ("llm", llm)]]
+    threads = [
+        threading.Thread(target=loop, args=args)
+        for args in [("predict", predict)] * 3 + [("explain", explain), ("llm", llm)]
+    ]
     for thread in threads:
         thread.start()
     warm = helpers.worker_rss(url)
@@ -94,8 +103,12 @@ def test_mixed_traffic_keeps_memory_flat_errors_at_zero_and_latency_steady(soak_
     trend = {}
     for worker in workers:
         early = statistics.median(sample[worker] for at, sample in rss if at <= SOAK_S / 3)
-        trend[worker] = {"before the warm-up MB": round(warm[worker] / mb), "first third MB": round(early / mb), "end MB": round(rss[-1][1][worker] / mb),
-                         "growth MB": round((rss[-1][1][worker] - early) / mb, 1)}
+        trend[worker] = {
+            "before the warm-up MB": round(warm[worker] / mb),
+            "first third MB": round(early / mb),
+            "end MB": round(rss[-1][1][worker] / mb),
+            "growth MB": round((rss[-1][1][worker] - early) / mb, 1),
+        }
         assert rss[-1][1][worker] - early < RSS_GROWTH_LIMIT, f"{worker} grew: {trend[worker]}"
     drift = {}
     for kind, timings in latencies.items():
@@ -104,10 +117,22 @@ def test_mixed_traffic_keeps_memory_flat_errors_at_zero_and_latency_steady(soak_
         if first and last:
             drift[kind] = statistics.median(last) / statistics.median(first)
     assert drift["predict"] < LATENCY_DRIFT_LIMIT, drift
-    records.record("soak", [
-        {"traffic": kind, "requests": len(timings), "errors": sum(e.startswith(kind) for e in errors),
-         "p50 ms": round(statistics.median(t for _, t in timings) * 1000, 1),
-         "latency drift (last third / first third p50)": round(drift.get(kind, float("nan")), 2)}
-        for kind, timings in latencies.items()
-    ], duration_s=SOAK_S, warm_up_s=WARMUP_S, clients="3 predict, 1 explain, 1 LLM (/llm/dish, 16 tokens, every other one streamed)",
-        rss_samples=len(rss), worker_rss=trend, unexpected_errors=len(errors))
+    records.record(
+        "soak",
+        [
+            {
+                "traffic": kind,
+                "requests": len(timings),
+                "errors": sum(e.startswith(kind) for e in errors),
+                "p50 ms": round(statistics.median(t for _, t in timings) * 1000, 1),
+                "latency drift (last third / first third p50)": round(drift.get(kind, float("nan")), 2),
+            }
+            for kind, timings in latencies.items()
+        ],
+        duration_s=SOAK_S,
+        warm_up_s=WARMUP_S,
+        clients="3 predict, 1 explain, 1 LLM (/llm/dish, 16 tokens, every other one streamed)",
+        rss_samples=len(rss),
+        worker_rss=trend,
+        unexpected_errors=len(errors),
+    )

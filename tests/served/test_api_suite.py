@@ -27,8 +27,11 @@ pytestmark = [pytest.mark.api, pytest.mark.slow]
 
 PHOTOS = helpers.ROOT / "tests" / "data"
 # The default model (ImageNet) calls the hamburger a cheeseburger; Food-101 calls it a hamburger.
-EXPECTED_TOP_1 = {"pizza.jpg": {"pizza"}, "guacamole.jpg": {"guacamole"},
-                  "hamburger.jpg": {"hamburger", "cheeseburger"}}
+EXPECTED_TOP_1 = {
+    "pizza.jpg": {"pizza"},
+    "guacamole.jpg": {"guacamole"},
+    "hamburger.jpg": {"hamburger", "cheeseburger"},
+}
 ORIGIN = os.environ.get("TIKKA_TEST_ORIGIN", "http://localhost:8501")
 
 
@@ -92,8 +95,11 @@ def test_llm_answers_when_healthy(api):
     [
         ({"files": {"image": ("notes.txt", b"hello", "text/plain")}}, 415, "unsupported_media_type"),
         ({"files": {"image": ("x.jpg", b"not a jpeg", "image/jpeg")}}, 400, "not_an_image"),
-        ({"files": [("image", ("p.jpg", b"x", "image/jpeg")), ("photo", ("q.jpg", b"y", "image/jpeg"))]},
-         400, "unexpected_field"),
+        (
+            {"files": [("image", ("p.jpg", b"x", "image/jpeg")), ("photo", ("q.jpg", b"y", "image/jpeg"))]},
+            400,
+            "unexpected_field",
+        ),
         ({"files": [("note", (None, "no file here"))]}, 422, "missing_field"),
         ({"json": {"image": "https://example.com/pizza.jpg"}}, 415, "unsupported_media_type"),
     ],

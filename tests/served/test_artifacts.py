@@ -40,7 +40,8 @@ def storage(emulator):
     from google.cloud import storage as gcs
 
     client = gcs.Client(
-        project="test", credentials=AnonymousCredentials(),
+        project="test",
+        credentials=AnonymousCredentials(),
         client_options={"api_endpoint": emulator[0]},
     )
     client.create_bucket(BUCKET)
@@ -68,7 +69,11 @@ def download(store: Path, *args: str, emulator_url: str | None = None, **env: st
         environment.pop("STORAGE_EMULATOR_HOST", None)
     return subprocess.run(
         [sys.executable, "models/download_model.py", *args],
-        cwd=helpers.ROOT, env=environment, capture_output=True, text=True, timeout=300,
+        cwd=helpers.ROOT,
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 
@@ -119,16 +124,18 @@ def test_transformer_checkpoint_from_gcs_is_served_with_attention_rollout(
     assert second.returncode == 0, second.stderr
     assert "nothing downloaded" in second.stdout and versions(store, name) == [version]
 
-    with helpers.served_bento(
-        tmp_path / "home", {"TIKKA_MODEL_TAG": f"{name}:latest"}, store=store / "models"
-    ) as url:
-        predicted = httpx.post(f"{url}/predict", files={"image": ("pizza.jpg", photo("pizza.jpg"), "image/jpeg")}, timeout=60)
+    with helpers.served_bento(tmp_path / "home", {"TIKKA_MODEL_TAG": f"{name}:latest"}, store=store / "models") as url:
+        predicted = httpx.post(
+            f"{url}/predict", files={"image": ("pizza.jpg", photo("pizza.jpg"), "image/jpeg")}, timeout=60
+        )
         assert predicted.status_code == 200, predicted.text
         body = predicted.json()
         assert body["model"] == f"{name}:{version}"
         assert len(body["predictions"]) == 5 and set(body["predictions"]) <= set(LABELS)
 
-        explained = httpx.post(f"{url}/predict/explain", files={"image": ("g.jpg", photo("guacamole.jpg"), "image/jpeg")}, timeout=60)
+        explained = httpx.post(
+            f"{url}/predict/explain", files={"image": ("g.jpg", photo("guacamole.jpg"), "image/jpeg")}, timeout=60
+        )
         assert explained.status_code == 200, explained.text
         result = explained.json()
         assert result["method"] == "attention-rollout" and result["grid_size"] == "14x14"
@@ -195,8 +202,13 @@ def test_bad_credentials_are_a_clear_error(store, tmp_path, key_file):
     if key_file == "malformed":
         path.write_text(json.dumps({"type": "service_account", "client_email": "x@y"}))
     result = download(
-        store, "--bucket", BUCKET, "--prefix", "vit/v1",
-        GOOGLE_APPLICATION_CREDENTIALS=str(path), GOOGLE_CLOUD_PROJECT="tikka-test",
+        store,
+        "--bucket",
+        BUCKET,
+        "--prefix",
+        "vit/v1",
+        GOOGLE_APPLICATION_CREDENTIALS=str(path),
+        GOOGLE_CLOUD_PROJECT="tikka-test",
     )
     assert_clean_failure(result, 2, "GOOGLE_APPLICATION_CREDENTIALS")
 
@@ -226,11 +238,17 @@ def test_a_bento_built_with_a_model_tag_argument_serves_that_model(store, tmp_pa
     env.pop("TIKKA_MODEL_TAG", None)
     built = subprocess.run(
         [sys.executable, "-m", "bentoml", "build", "--arg", "model_tag=tiny-built:latest", "-o", "tag"],
-        cwd=helpers.ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=helpers.ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert built.returncode == 0, built.stderr
     bento_tag = built.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
     with helpers.served_bento(home, store=store / "models", target=bento_tag) as url:
-        response = httpx.post(f"{url}/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}, timeout=60)
+        response = httpx.post(
+            f"{url}/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}, timeout=60
+        )
         assert response.status_code == 200, response.text
         assert response.json()["model"] == f"tiny-built:{version}"

@@ -100,8 +100,9 @@ def test_csv_rows_and_explanations(limited_bento, tmp_path):
     (photos / "dinner").mkdir(parents=True)
     (photos / "dinner" / "pizza.heic").write_bytes(helpers.phone_photo("HEIF"))
     output, explained = tmp_path / "rows.csv", tmp_path / "heatmaps"
-    done = tikka("classify", str(photos), "--url", limited_bento, "--output", str(output),
-                 "--explain-dir", str(explained))
+    done = tikka(
+        "classify", str(photos), "--url", limited_bento, "--output", str(output), "--explain-dir", str(explained)
+    )
     assert done.returncode == 0, done.stderr
     (row,) = list(csv.DictReader(output.open()))
     assert row["label"] == "pizza" and float(row["probability"]) > 0.5 and not row["error"]
@@ -112,8 +113,13 @@ def test_csv_rows_and_explanations(limited_bento, tmp_path):
 
 def test_without_a_service_every_file_fails_with_the_reason(tmp_path):
     (tmp_path / "pizza.jpg").write_bytes((helpers.ROOT / "tests" / "data" / "pizza.jpg").read_bytes())
-    done = subprocess.run([TIKKA, "classify", str(tmp_path), "--url", "http://127.0.0.1:9", "--retries", "1"],
-                          capture_output=True, text=True, timeout=120, env={"PATH": "/usr/bin:/bin"})
+    done = subprocess.run(
+        [TIKKA, "classify", str(tmp_path), "--url", "http://127.0.0.1:9", "--retries", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"PATH": "/usr/bin:/bin"},
+    )
     assert done.returncode == 1
     (row,) = [json.loads(line) for line in done.stdout.splitlines()]  # no --output: rows on stdout
     assert row["error"]["code"] == "ConnectError" and row["file"].endswith("pizza.jpg")

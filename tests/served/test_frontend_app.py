@@ -113,9 +113,13 @@ def test_rejected_upload_shows_the_detail(monkeypatch, llm_bento):
 
 
 def test_llm_unavailable_is_a_message(monkeypatch, default_model, tmp_path_factory):
-    with helpers.closed_port() as port, helpers.served_bento(
-        tmp_path_factory.mktemp("no-llm"), {"OLLAMA_HOST": f"http://127.0.0.1:{port}", "TIKKA_LLM_CONNECT_TIMEOUT_S": "1"}
-    ) as url:
+    with (
+        helpers.closed_port() as port,
+        helpers.served_bento(
+            tmp_path_factory.mktemp("no-llm"),
+            {"OLLAMA_HOST": f"http://127.0.0.1:{port}", "TIKKA_LLM_CONNECT_TIMEOUT_S": "1"},
+        ) as url,
+    ):
         app = run_app(monkeypatch, url)
         assert "Cooking assistant: unavailable" in texts(app)
         upload(app, "pizza.jpg")

@@ -22,15 +22,30 @@ pytestmark = pytest.mark.slow
 TASKS = ("recipe", "nutrition", "origin")
 # What each fault test injected and saw, for docs/RELIABILITY.md (written when the session ends).
 FAULTS: list[dict] = []
-records.record_at_session_end("sidecar_faults", "tests/served/test_llm.py", lambda: FAULTS and (FAULTS, {
-    "timeouts": "connect 1 s, read 3 s in these tests"
-                " (TIKKA_LLM_CONNECT_TIMEOUT_S / TIKKA_LLM_READ_TIMEOUT_S; 2 s and 60 s by default)"}))
+records.record_at_session_end(
+    "sidecar_faults",
+    "tests/served/test_llm.py",
+    lambda: FAULTS
+    and (
+        FAULTS,
+        {
+            "timeouts": "connect 1 s, read 3 s in these tests"
+            " (TIKKA_LLM_CONNECT_TIMEOUT_S / TIKKA_LLM_READ_TIMEOUT_S; 2 s and 60 s by default)"
+        },
+    ),
+)
 
 
 def fault(name: str, llm: httpx.Response | str, predict: int | None, seconds: float | None = None) -> None:
     observed = llm if isinstance(llm, str) else f"{llm.status_code} {llm.json()['error']}"
-    FAULTS.append({"fault injected": name, "LLM answer": observed,
-                   "/predict meanwhile": predict or "", "answered in s": round(seconds, 2) if seconds else ""})
+    FAULTS.append(
+        {
+            "fault injected": name,
+            "LLM answer": observed,
+            "/predict meanwhile": predict or "",
+            "answered in s": round(seconds, 2) if seconds else "",
+        }
+    )
 
 
 def post(url: str, path: str, **body) -> httpx.Response:
@@ -123,8 +138,10 @@ def test_dish_helper_streams_too(llm_bento):
 def test_llm_health_is_healthy(llm_bento, sidecar):
     body = httpx.get(f"{llm_bento}/llm/health", timeout=5).json()
     assert body == {
-        "status": "healthy", "ollama_url": sidecar.url,
-        "available_models": ["gemma3:270m"], "configured_model": "gemma3:270m",
+        "status": "healthy",
+        "ollama_url": sidecar.url,
+        "available_models": ["gemma3:270m"],
+        "configured_model": "gemma3:270m",
     }
 
 
@@ -163,8 +180,12 @@ def test_a_busy_llm_is_a_503_within_the_wait_and_a_dropped_stream_frees_it(sidec
     """One long generation held the LLM for 44 s while short requests queued behind it."""
     env = {"OLLAMA_HOST": sidecar.url, "TIKKA_LLM_QUEUE_WAIT_S": "1"}
     with helpers.served_bento(tmp_path, env) as url:
-        with httpx.stream("POST", f"{url}/llm/generate", timeout=60,
-                          json={"prompt": "Here is a long story about pizza.", "max_tokens": 300, "stream": True}) as stream:
+        with httpx.stream(
+            "POST",
+            f"{url}/llm/generate",
+            timeout=60,
+            json={"prompt": "Here is a long story about pizza.", "max_tokens": 300, "stream": True},
+        ) as stream:
             lines = stream.iter_lines()
             assert json.loads(next(lines))["done"] is False  # generating: the one slot is taken
             busy, seconds = timed(lambda: post(url, "/llm/generate", prompt="hi", max_tokens=4))
@@ -213,7 +234,9 @@ def test_sidecar_down_gives_503_quickly_and_predict_still_works(fault_bento, pho
     assert "make sidecar" in response.json()["detail"] and seconds < 5
     streamed = post(fault_bento, "/llm/generate", prompt="hi", stream=True)
     assert streamed.status_code == 503
-    predicted = httpx.post(f"{fault_bento}/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}, timeout=60)
+    predicted = httpx.post(
+        f"{fault_bento}/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}, timeout=60
+    )
     assert predicted.status_code == 200
     fault("down: nothing listens on OLLAMA_HOST", response, predicted.status_code, seconds)
 
@@ -235,7 +258,9 @@ def test_hung_sidecar_gives_504_and_predict_stays_fast(fault_bento, fault_port, 
         connected = len(hung.connections)
         thread.start()
         hung.wait_for_connections(connected + 1)  # the LLM call is now waiting on the hung socket
-        predicted = httpx.post(f"{fault_bento}/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}, timeout=60)
+        predicted = httpx.post(
+            f"{fault_bento}/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}, timeout=60
+        )
         finished["predict"] = time.monotonic()
         thread.join(timeout=30)
 
@@ -243,11 +268,11 @@ def test_hung_sidecar_gives_504_and_predict_stays_fast(fault_bento, fault_port, 
     response = llm_result["response"]
     assert response.status_code == 504 and response.json()["error"] == "llm_timeout"
     assert finished["predict"] < finished["llm"], (
-        f"/predict took {finished['predict'] - started:.2f}s while the LLM call hung"
-        f" {finished['llm'] - started:.2f}s"
+        f"/predict took {finished['predict'] - started:.2f}s while the LLM call hung {finished['llm'] - started:.2f}s"
     )
-    fault("slow: accepts and never answers (read timeout 3 s)", response, predicted.status_code,
-          finished["llm"] - started)
+    fault(
+        "slow: accepts and never answers (read timeout 3 s)", response, predicted.status_code, finished["llm"] - started
+    )
 
 
 def test_model_not_pulled_gives_503_naming_the_pull_command(fault_bento, fault_port):
@@ -269,8 +294,12 @@ def test_sidecar_killed_then_back_recovers(fault_bento, fault_port):
         assert post(fault_bento, "/llm/generate", prompt="Pizza is", max_tokens=4).status_code == 200
 
         # Killed in the middle of a stream: the stream ends with an error record.
-        with httpx.stream("POST", f"{fault_bento}/llm/generate", timeout=60,
-                          json={"prompt": "Here is a long story about pizza.", "max_tokens": 400, "stream": True}) as stream:
+        with httpx.stream(
+            "POST",
+            f"{fault_bento}/llm/generate",
+            timeout=60,
+            json={"prompt": "Here is a long story about pizza.", "max_tokens": 400, "stream": True},
+        ) as stream:
             lines = stream.iter_lines()
             first = [json.loads(next(lines)) for _ in range(3)]
             sidecar.stop(__import__("signal").SIGKILL)
@@ -278,8 +307,11 @@ def test_sidecar_killed_then_back_recovers(fault_bento, fault_port):
         assert all(r["done"] is False for r in first)
         assert rest and rest[-1]["done"] is True and rest[-1]["done_reason"] == "error"
         assert rest[-1]["error"] == "llm_unavailable" and rest[-1]["detail"]
-        fault("dies mid-stream (SIGKILL after 3 records)",
-              f"200, {len(first) + len(rest) - 1} records, then an error record", None)
+        fault(
+            "dies mid-stream (SIGKILL after 3 records)",
+            f"200, {len(first) + len(rest) - 1} records, then an error record",
+            None,
+        )
 
         down = post(fault_bento, "/llm/generate", prompt="hi")
         assert down.status_code == 503
@@ -302,8 +334,9 @@ def test_a_sidecar_answering_garbage_is_a_502_and_predict_is_unaffected(fault_be
             response = post(fault_bento, "/llm/generate", prompt="hi", max_tokens=4, stream=stream)
             assert response.status_code == 502, (stream, response.text)
             assert response.json()["error"] == "llm_error" and response.json()["detail"]
-        predicted = httpx.post(f"{fault_bento}/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")},
-                               timeout=60)
+        predicted = httpx.post(
+            f"{fault_bento}/predict", files={"image": ("p.jpg", photo("pizza.jpg"), "image/jpeg")}, timeout=60
+        )
         assert predicted.status_code == 200
         fault(f"garbage: {mode} (plain and streamed)", response, predicted.status_code)
 
@@ -316,4 +349,3 @@ def test_garbage_in_the_middle_of_a_stream_ends_it_with_an_error_record(fault_be
     assert [r["response"] for r in records[:2]] == ["Pizza", "Pizza"]
     assert records[-1]["done"] is True and records[-1]["error"] == "llm_error" and records[-1]["detail"], records[-1]
     fault("garbage in the middle of a stream", f"200, {len(records) - 1} records, then an error record", None)
-

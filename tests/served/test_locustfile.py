@@ -16,10 +16,35 @@ pytestmark = [pytest.mark.slow, pytest.mark.served]
 def test_locustfile_drives_every_route_without_failures(llm_bento, tmp_path):
     prefix = tmp_path / "load"
     subprocess.run(
-        [sys.executable, "-m", "locust", "-f", str(ROOT / "locustfile.py"), "--headless", "--host", llm_bento,
-         "-u", "6", "-r", "6", "-t", "12s", "--think-time", "0.3", "--llm-max-tokens", "8",
-         "--csv", str(prefix), "--only-summary", "--exit-code-on-error", "1"],
-        cwd=ROOT, check=True, timeout=120, capture_output=True,
+        [
+            sys.executable,
+            "-m",
+            "locust",
+            "-f",
+            str(ROOT / "locustfile.py"),
+            "--headless",
+            "--host",
+            llm_bento,
+            "-u",
+            "6",
+            "-r",
+            "6",
+            "-t",
+            "12s",
+            "--think-time",
+            "0.3",
+            "--llm-max-tokens",
+            "8",
+            "--csv",
+            str(prefix),
+            "--only-summary",
+            "--exit-code-on-error",
+            "1",
+        ],
+        cwd=ROOT,
+        check=True,
+        timeout=120,
+        capture_output=True,
     )
     with open(f"{prefix}_stats.csv") as fh:
         rows = {row["Name"]: row for row in csv.DictReader(fh)}

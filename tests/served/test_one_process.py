@@ -19,8 +19,11 @@ pytestmark = [pytest.mark.slow, pytest.mark.served]
 def workers(url: str) -> list[str]:
     """The command lines of the `bentoml serve` supervisor's worker processes."""
     supervisor = psutil.Process(helpers.SERVED[url].pid)
-    return [" ".join(child.cmdline()) for child in supervisor.children(recursive=True)
-            if "_bentoml_impl.worker" in " ".join(child.cmdline())]
+    return [
+        " ".join(child.cmdline())
+        for child in supervisor.children(recursive=True)
+        if "_bentoml_impl.worker" in " ".join(child.cmdline())
+    ]
 
 
 def test_one_worker_serves_predictions_and_explanations(default_model, bento, tmp_path, photo):

@@ -74,8 +74,12 @@ backend replicas
 """)
         haproxy = shutil.which("haproxy") or "/usr/sbin/haproxy"
         assert os.path.exists(haproxy), "haproxy is missing: make haproxy (Debian's package)"
-        self.process = subprocess.Popen([haproxy, "-db", "-f", str(config)], pass_fds=[self.listener.fileno()],
-                                        stdout=subprocess.DEVNULL, stderr=open(folder / "haproxy.log", "wb"))
+        self.process = subprocess.Popen(
+            [haproxy, "-db", "-f", str(config)],
+            pass_fds=[self.listener.fileno()],
+            stdout=subprocess.DEVNULL,
+            stderr=open(folder / "haproxy.log", "wb"),
+        )
         deadline = time.monotonic() + 10
         while not self.admin.exists():
             assert self.process.poll() is None and time.monotonic() < deadline, (folder / "haproxy.log").read_text()
@@ -140,15 +144,40 @@ def test_a_new_replica_gets_its_share_and_a_drained_one_loses_no_request(default
         stack.callback(balancer.close)
         a = first_replica.enter_context(helpers.served_bento(tmp_path / "a", env=TOKEN, command=start))
         balancer.add("a", a)
-        gateway_url = stack.enter_context(helpers.served_bento(
-            tmp_path / "gateway", env={**gateway_env, **TOKEN, "BENTOML_SERVE_DEPENDS": f"{dependency}={balancer.url}"},
-            command=helpers.start_command(gateway["args"])))
+        gateway_url = stack.enter_context(
+            helpers.served_bento(
+                tmp_path / "gateway",
+                env={**gateway_env, **TOKEN, "BENTOML_SERVE_DEPENDS": f"{dependency}={balancer.url}"},
+                command=helpers.start_command(gateway["args"]),
+            )
+        )
         load = tmp_path / "load"
         locust = subprocess.Popen(
-            [sys.executable, "-m", "locust", "-f", str(helpers.ROOT / "locustfile.py"), "PredictUser", "--headless",
-             "--host", gateway_url, "-u", str(USERS), "-r", str(USERS), "--think-time", "0.2", "--photos", "samples",
-             "--csv", str(load), "--only-summary"],
-            cwd=helpers.ROOT, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "locust.log", "wb"),
+            [
+                sys.executable,
+                "-m",
+                "locust",
+                "-f",
+                str(helpers.ROOT / "locustfile.py"),
+                "PredictUser",
+                "--headless",
+                "--host",
+                gateway_url,
+                "-u",
+                str(USERS),
+                "-r",
+                str(USERS),
+                "--think-time",
+                "0.2",
+                "--photos",
+                "samples",
+                "--csv",
+                str(load),
+                "--only-summary",
+            ],
+            cwd=helpers.ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=open(tmp_path / "locust.log", "wb"),
         )
         stack.callback(lambda: locust.poll() is None and locust.kill())
         time.sleep(5)  # the load settles on the one replica
@@ -166,8 +195,9 @@ def test_a_new_replica_gets_its_share_and_a_drained_one_loses_no_request(default
         while time.monotonic() < b_started + SHARE_WITHIN_S:
             samples.append(in_flight(a) + in_flight(b))
             time.sleep(1)
-        cores = {name: (cpu_s(url) - cpu_before[name]) / (time.monotonic() - cpu_from)
-                 for name, url in processes.items()}
+        cores = {
+            name: (cpu_s(url) - cpu_before[name]) / (time.monotonic() - cpu_from) for name, url in processes.items()
+        }
         after = {"a": classify_calls(a), "b": classify_calls(b)}
         window = {name: after[name] - before[name] for name in after}
         share = window["b"] / max(1.0, sum(window.values()))
@@ -186,23 +216,32 @@ def test_a_new_replica_gets_its_share_and_a_drained_one_loses_no_request(default
     with open(f"{load}_stats.csv") as fh:
         total = next(row for row in csv.DictReader(fh) if row["Name"] == "Aggregated")
     requests, failures = int(total["Request Count"]), int(total["Failure Count"])
-    records.record("scale_out", [{
-        "case": f"replica b started beside a under {USERS} Locust users (photos, 0.2 s think time)",
-        "figure": f"b ready {b_ready_s:.0f} s after its start; b's share of the classify calls from"
-                  f" then until {SHARE_WITHIN_S} s after its start: {share:.0%}"
-                  f" ({window['b']:.0f} of {sum(window.values()):.0f})",
-    }, {
-        "case": f"replica a scaled in: drained in haproxy, preStop `{' '.join(pre_stop)}`, SIGTERM",
-        "figure": f"{failures} failed of {requests} client requests; a exited {drained_in_s:.1f} s after"
-                  f" SIGTERM (grace {grace_s} s); {retries:.0f} classify calls retried by the gateway",
-    }, {
-        "case": f"the autoscaler's series, {ADAPTER_SERIES}{{endpoint=\"/classify\"}}, summed over a and b once a second",
-        "figure": f"{len(samples)} samples, mean {statistics.mean(samples):.1f}, max {max(samples):.0f} calls in flight",
-    }, {
-        "case": "CPU under that load (2-core machine, all processes on it)",
-        "figure": f"cores used: classifier a {cores['a']:.2f}, classifier b {cores['b']:.2f}, gateway {cores['gateway']:.2f}",
-    }], balancer="haproxy 2.6, TCP mode, round robin (per connection, as kube-proxy)",
-        gateway_connections="one per classify call (tikka/bentoml_patches.py, workaround 7)")
+    records.record(
+        "scale_out",
+        [
+            {
+                "case": f"replica b started beside a under {USERS} Locust users (photos, 0.2 s think time)",
+                "figure": f"b ready {b_ready_s:.0f} s after its start; b's share of the classify calls from"
+                f" then until {SHARE_WITHIN_S} s after its start: {share:.0%}"
+                f" ({window['b']:.0f} of {sum(window.values()):.0f})",
+            },
+            {
+                "case": f"replica a scaled in: drained in haproxy, preStop `{' '.join(pre_stop)}`, SIGTERM",
+                "figure": f"{failures} failed of {requests} client requests; a exited {drained_in_s:.1f} s after"
+                f" SIGTERM (grace {grace_s} s); {retries:.0f} classify calls retried by the gateway",
+            },
+            {
+                "case": f'the autoscaler\'s series, {ADAPTER_SERIES}{{endpoint="/classify"}}, summed over a and b once a second',
+                "figure": f"{len(samples)} samples, mean {statistics.mean(samples):.1f}, max {max(samples):.0f} calls in flight",
+            },
+            {
+                "case": "CPU under that load (2-core machine, all processes on it)",
+                "figure": f"cores used: classifier a {cores['a']:.2f}, classifier b {cores['b']:.2f}, gateway {cores['gateway']:.2f}",
+            },
+        ],
+        balancer="haproxy 2.6, TCP mode, round robin (per connection, as kube-proxy)",
+        gateway_connections="one per classify call (tikka/bentoml_patches.py, workaround 7)",
+    )
     assert share >= MIN_SHARE, f"replica b served {share:.0%} of the calls {SHARE_WITHIN_S} s after its start: {window}"
     assert failures == 0, f"{failures} of {requests} client requests failed while a replica was scaled in"
     assert drained_in_s < grace_s, f"replica a took {drained_in_s:.0f} s to exit, past the {grace_s} s grace"

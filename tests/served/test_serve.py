@@ -25,10 +25,26 @@ def test_serve_starts_all_three_announces_them_and_stops_them(default_model, tmp
     home.mkdir()
     (home / "models").symlink_to(Path(os.environ["BENTOML_HOME"]) / "models", target_is_directory=True)
     port, sidecar_port, ui_port = free_ports(3)
-    command = [str(Path(sys.executable).parent / "tikka"), "serve", "--port", str(port), "--sidecar-port",
-               str(sidecar_port), "--sidecar-threads", "1", "--ui-port", str(ui_port)]
-    process = subprocess.Popen(command, env={**os.environ, "BENTOML_HOME": str(home)}, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    command = [
+        str(Path(sys.executable).parent / "tikka"),
+        "serve",
+        "--port",
+        str(port),
+        "--sidecar-port",
+        str(sidecar_port),
+        "--sidecar-threads",
+        "1",
+        "--ui-port",
+        str(ui_port),
+    ]
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, "BENTOML_HOME": str(home)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
     try:
         banner = wait_for_banner(process, timeout_s=300)
         api, ui = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{ui_port}"

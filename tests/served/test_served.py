@@ -76,10 +76,9 @@ def test_concurrent_requests_are_batched(bento, photo):
     data = photo("pizza.jpg")
 
     async def burst(client: httpx.AsyncClient, size: int) -> list[int]:
-        responses = await asyncio.gather(*(
-            client.post(f"{bento}/predict", files={"image": ("p.jpg", data, "image/jpeg")})
-            for _ in range(size)
-        ))
+        responses = await asyncio.gather(
+            *(client.post(f"{bento}/predict", files={"image": ("p.jpg", data, "image/jpeg")}) for _ in range(size))
+        )
         return [r.status_code for r in responses]
 
     def batch_counts() -> tuple[float, float]:
@@ -197,7 +196,8 @@ def test_a_body_shorter_than_its_content_length_is_a_408_not_a_hang(bento, route
     with socket.create_connection((host, int(port)), timeout=30) as sock:
         sock.sendall(
             f"POST {route} HTTP/1.1\r\nHost: {host}\r\nContent-Type: {content_type}\r\n"
-            f"Content-Length: 1000\r\nOrigin: http://localhost:8501\r\n\r\n".encode() + b"0123456789"
+            f"Content-Length: 1000\r\nOrigin: http://localhost:8501\r\n\r\n".encode()
+            + b"0123456789"
         )
         answer = b""
         while b'"}' not in answer and (chunk := sock.recv(65536)):  # headers, then the JSON body
@@ -214,14 +214,20 @@ def test_a_slow_but_steady_upload_is_accepted(bento, photo):
     import time
 
     data = photo("pizza.jpg")
-    body = b"--x\r\nContent-Disposition: form-data; name=\"image\"; filename=\"p.jpg\"\r\nContent-Type: image/jpeg\r\n\r\n" + data + b"\r\n--x--\r\n"
+    body = (
+        b'--x\r\nContent-Disposition: form-data; name="image"; filename="p.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+        + data
+        + b"\r\n--x--\r\n"
+    )
 
     def slowly():
         for i in range(4):
             yield body[i * len(body) // 4 : (i + 1) * len(body) // 4]
             time.sleep(1)
 
-    response = httpx.post(f"{bento}/predict", content=slowly(), headers={"Content-Type": "multipart/form-data; boundary=x"}, timeout=60)
+    response = httpx.post(
+        f"{bento}/predict", content=slowly(), headers={"Content-Type": "multipart/form-data; boundary=x"}, timeout=60
+    )
     assert response.status_code == 200, response.text
 
 
@@ -247,8 +253,12 @@ def test_metrics_count_requests_and_our_own_series(bento, photo):
     predict(bento, photo("guacamole.jpg"))
     predict(bento, b"")
     text = httpx.get(f"{bento}/metrics").text
-    assert helpers.metric_value(text, "bentoml_service_request_total", endpoint="/predict", http_response_code="200") >= 1
-    assert helpers.metric_value(text, "bentoml_service_request_total", endpoint="/predict", http_response_code="400") >= 1
+    assert (
+        helpers.metric_value(text, "bentoml_service_request_total", endpoint="/predict", http_response_code="200") >= 1
+    )
+    assert (
+        helpers.metric_value(text, "bentoml_service_request_total", endpoint="/predict", http_response_code="400") >= 1
+    )
     assert helpers.metric_value(text, "tikka_predictions_total", label="guacamole") >= 1
     assert helpers.metric_value(text, "tikka_image_decode_seconds_count") >= 1
     assert helpers.metric_value(text, "tikka_inference_seconds_count", method="classify") >= 1
@@ -299,8 +309,10 @@ def test_unknown_paths_share_one_metrics_label(bento, photo):
     assert len(text.encode()) - before < 5_000, "unknown paths added series"
     assert "\x00" not in text and "no-such-page" not in text and "xxxxxxxx" not in text and "no-such-asset" not in text
     assert helpers.metric_value(text, "bentoml_service_request_total", endpoint="/static_content/") >= len(static)
-    unmatched = helpers.metric_value(text, "bentoml_service_request_total", endpoint="/<unmatched>",
-                                     http_response_code="404")
+    unmatched = helpers.metric_value(
+        text, "bentoml_service_request_total", endpoint="/<unmatched>", http_response_code="404"
+    )
     assert unmatched >= len(paths), unmatched
-    assert helpers.metric_value(text, "bentoml_service_request_total", endpoint="/predict",
-                                http_response_code="200") >= 1
+    assert (
+        helpers.metric_value(text, "bentoml_service_request_total", endpoint="/predict", http_response_code="200") >= 1
+    )

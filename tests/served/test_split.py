@@ -48,13 +48,16 @@ def test_the_classifier_answers_only_the_gateway(default_model, tmp_path):
     pickled = pickle.dumps(TouchOnUnpickle(pwned))
     as_json = {"pixels": [[[[0, 0, 0]] * spec.width] * spec.height]}
     with helpers.served_bento(
-        tmp_path / "classifier", env={"TIKKA_INTERNAL_TOKEN": token},
+        tmp_path / "classifier",
+        env={"TIKKA_INTERNAL_TOKEN": token},
         command=helpers.start_command(classifier_spec["args"]),
     ) as url:
         attempts = {
             "pickle, no token": {"content": pickled, "headers": {"content-type": "application/vnd.bentoml+pickle"}},
-            "pickle, wrong token": {"content": pickled, "headers": {
-                "content-type": "application/vnd.bentoml+pickle", "authorization": "Bearer guess"}},
+            "pickle, wrong token": {
+                "content": pickled,
+                "headers": {"content-type": "application/vnd.bentoml+pickle", "authorization": "Bearer guess"},
+            },
             "json, no token": {"json": as_json},
             "json, a token prefix": {"json": as_json, "headers": {"authorization": f"Bearer {token[:-1]}"}},
             "json, an API-key header": {"json": as_json, "headers": {"x-api-key": token}},
@@ -71,11 +74,16 @@ def test_the_classifier_answers_only_the_gateway(default_model, tmp_path):
             assert httpx.get(f"{url}{path}", timeout=10).status_code == 200, path
 
         # The control: with the token the same port does unpickle (the door is what held above).
-        authorised = httpx.post(f"{url}/classify", content=pickled, timeout=30, headers={
-            "content-type": "application/vnd.bentoml+pickle", "authorization": f"Bearer {token}"})
+        authorised = httpx.post(
+            f"{url}/classify",
+            content=pickled,
+            timeout=30,
+            headers={"content-type": "application/vnd.bentoml+pickle", "authorization": f"Bearer {token}"},
+        )
         assert pwned.exists(), authorised.text
-        classified = httpx.post(f"{url}/classify", json=as_json, timeout=30,
-                                headers={"authorization": f"Bearer {token}"})
+        classified = httpx.post(
+            f"{url}/classify", json=as_json, timeout=30, headers={"authorization": f"Bearer {token}"}
+        )
         assert classified.status_code == 200, classified.text
         assert len(classified.json()[0]) == len(Checkpoint.read(default_model.path).labels)
 
@@ -90,8 +98,11 @@ def test_gateway_and_classifier_apart_then_the_classifier_stops(default_model, t
     token = {"TIKKA_INTERNAL_TOKEN": "the-same-on-both"}
 
     with contextlib.ExitStack() as classifier_process:
-        classifier_url = classifier_process.enter_context(helpers.served_bento(
-            tmp_path / "classifier", env=token, command=helpers.start_command(classifier_spec["args"])))
+        classifier_url = classifier_process.enter_context(
+            helpers.served_bento(
+                tmp_path / "classifier", env=token, command=helpers.start_command(classifier_spec["args"])
+            )
+        )
         with helpers.served_bento(
             tmp_path / "impostor",
             env={"BENTOML_SERVE_DEPENDS": f"{dependency}={classifier_url}", "TIKKA_INTERNAL_TOKEN": "another"},
@@ -117,7 +128,7 @@ def test_gateway_and_classifier_apart_then_the_classifier_stops(default_model, t
             classifier_metrics = httpx.get(f"{classifier_url}/metrics").text
             assert helpers.metric_value(classifier_metrics, "tikka_inference_seconds_count", method="classify") >= 1
             gateway_metrics = httpx.get(f"{gateway_url}/metrics").text
-            assert "tikka_inference_seconds_count{method=\"classify\"}" not in gateway_metrics
+            assert 'tikka_inference_seconds_count{method="classify"}' not in gateway_metrics
 
             classifier_process.close()  # the classifier's pods are gone
 

@@ -35,8 +35,15 @@ def auth() -> APIKeyAuth:
     async def app(scope, receive, send):
         return None
 
-    return APIKeyAuth(app, api_paths=("/predict",), api_keys=("right",), metrics_paths=(), metrics_keys=(),
-                      failure_burst=5, failures_per_min=1)
+    return APIKeyAuth(
+        app,
+        api_paths=("/predict",),
+        api_keys=("right",),
+        metrics_paths=(),
+        metrics_keys=(),
+        failure_burst=5,
+        failures_per_min=1,
+    )
 
 
 def test_a_guesser_gets_429_after_the_burst_of_wrong_keys(auth):

@@ -25,7 +25,14 @@ CPU part\t: 0xd4f
 def test_each_cpu_says_what_it_has():
     assert cpu_model_and_flags(EPYC_AVX2) == ("AMD EPYC 7B13", ["avx2"])
     assert cpu_model_and_flags(SAPPHIRE_RAPIDS)[1] == [
-        "avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8"]
+        "avx2",
+        "avx512f",
+        "avx512_vnni",
+        "avx512_bf16",
+        "amx_tile",
+        "amx_bf16",
+        "amx_int8",
+    ]
     assert cpu_model_and_flags(AXION) == ("Neoverse V2", ["asimddp", "bf16", "i8mm", "sve", "sve2"])
 
 

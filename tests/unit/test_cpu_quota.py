@@ -20,9 +20,16 @@ def cgroup_tree(tmp_path, limits: dict[str, str], own: str):
 
 
 def test_the_tightest_quota_on_the_way_up_counts(tmp_path):
-    root, own = cgroup_tree(tmp_path, {
-        ".": "max 100000", "kubepods": "800000 100000", "kubepods/pod-a": "150000 100000", "kubepods/pod-a/c": "max 100000",
-    }, "/kubepods/pod-a/c")
+    root, own = cgroup_tree(
+        tmp_path,
+        {
+            ".": "max 100000",
+            "kubepods": "800000 100000",
+            "kubepods/pod-a": "150000 100000",
+            "kubepods/pod-a/c": "max 100000",
+        },
+        "/kubepods/pod-a/c",
+    )
     assert cgroup_cpu_quota(root, own) == 1.5
 
 

@@ -35,8 +35,9 @@ def test_estimates_follow_mode_format_and_draft():
     assert decoding_bytes(sixteen_bit) == 9 * sixteen_bit.size[0] * sixteen_bit.size[1]
 
 
-@pytest.mark.parametrize(("mode", "options"), [("RGB", {}), ("RGB", {"lossless": True}), ("RGBA", {}),
-                                              ("RGBA", {"lossless": True})])
+@pytest.mark.parametrize(
+    ("mode", "options"), [("RGB", {}), ("RGB", {"lossless": True}), ("RGBA", {}), ("RGBA", {"lossless": True})]
+)
 def test_a_webps_size_is_read_before_pillow_allocates_its_canvas(mode, options):
     data = helpers.encode(Image.new(mode, (1234, 567)), "WEBP", **options)
     assert webp_canvas(data) == (1234, 567, mode == "RGBA")

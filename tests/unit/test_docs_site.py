@@ -15,7 +15,10 @@ def test_the_docs_site_builds_strict(tmp_path):
     mkdocs = Path(sys.executable).with_name("mkdocs")
     result = subprocess.run(
         [str(mkdocs), "build", "--strict", "--site-dir", str(tmp_path / "site")],
-        cwd=helpers.ROOT, capture_output=True, text=True, timeout=300,
+        cwd=helpers.ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
         env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     assert result.returncode == 0, result.stdout + result.stderr

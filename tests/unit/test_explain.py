@@ -17,8 +17,10 @@ from tikka.model.runtime import load_classifier
 
 @pytest.fixture(scope="module", params=["openvino", "torch"])
 def model_and_preprocessor(default_model, request):
-    return (load_classifier(default_model.path, request.param, "cpu", precision="fp32"),
-            Checkpoint.read(default_model.path).input_spec)
+    return (
+        load_classifier(default_model.path, request.param, "cpu", precision="fp32"),
+        Checkpoint.read(default_model.path).input_spec,
+    )
 
 
 def explain_image(model_and_preprocessor, image: Image.Image):
@@ -72,7 +74,9 @@ def test_the_graph_cam_equals_torch_grad_cam(default_model, name):
     assert served.confidence == pytest.approx(reference.confidence, abs=1e-4)
 
 
-@pytest.mark.parametrize(("size", "expected"), [((640, 400), (640, 400)), ((3000, 1000), (1024, 341)), ((300, 900), (300, 900))])
+@pytest.mark.parametrize(
+    ("size", "expected"), [((640, 400), (640, 400)), ((3000, 1000), (1024, 341)), ((300, 900), (300, 900))]
+)
 def test_overlay_png_keeps_the_upload_proportions(size, expected):
     heatmap = np.random.default_rng(1).random((7, 7)).astype(np.float32)
     image = Image.new("RGB", size, (120, 80, 40))

@@ -125,9 +125,9 @@ def test_lean_preprocessing_matches_the_model_processor(default_model, photo, na
     spec = Checkpoint.read(default_model.path).input_spec
     ours = spec.preprocess(decode(photo(name)))
     processor = AutoImageProcessor.from_pretrained(default_model.path)
-    reference = processor(
-        images=Image.open(helpers.ROOT / "tests/data" / name).convert("RGB"), return_tensors="pt"
-    )["pixel_values"][0].numpy()
+    reference = processor(images=Image.open(helpers.ROOT / "tests/data" / name).convert("RGB"), return_tensors="pt")[
+        "pixel_values"
+    ][0].numpy()
     assert ours.dtype == np.uint8 and ours.shape == (224, 224, 3)
     np.testing.assert_allclose(normalised(spec, ours), reference, atol=1e-6)
 
@@ -176,7 +176,11 @@ def test_extreme_aspect_ratios_are_resized_without_blowing_up_memory(default_mod
 
     result = subprocess.run(
         [sys.executable, "-c", PEAK_RSS_SCRIPT, str(default_model.path), *map(str, size)],
-        cwd=helpers.ROOT, capture_output=True, text=True, check=True, timeout=120,
+        cwd=helpers.ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
     )
     peak_mb, colour_error = map(int, result.stdout.split())
     assert peak_mb < 200, f"peak RSS {peak_mb} MB"
@@ -220,8 +224,14 @@ def test_a_small_16_bit_png_decodes_without_a_float64_copy():
     import subprocess
     import sys
 
-    result = subprocess.run([sys.executable, "-c", SIXTEEN_BIT_PEAK_SCRIPT], cwd=helpers.ROOT,
-                            capture_output=True, text=True, check=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-c", SIXTEEN_BIT_PEAK_SCRIPT],
+        cwd=helpers.ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    )
     size, peak_mb, value = map(int, result.stdout.split())
     assert size < 100_000 and value == 40000 // 257
     assert peak_mb < 350, f"peak RSS {peak_mb} MB"
@@ -275,7 +285,9 @@ def test_a_decode_past_its_cpu_budget_is_stopped_there():
     spent = time.thread_time() - started
     assert budget <= spent < 2 * budget, f"stopped after {spent:.3f} s of CPU; budget {budget:.3f}, whole {whole:.3f}"
     photo = helpers.encode(helpers.photo_image("pizza.jpg"), "JPEG", progressive=True)
-    assert decode_upload(photo, max_pixels=40_000_000, cpu_budget_s=budget).size == helpers.photo_image("pizza.jpg").size
+    assert (
+        decode_upload(photo, max_pixels=40_000_000, cpu_budget_s=budget).size == helpers.photo_image("pizza.jpg").size
+    )
 
 
 def test_a_jpeg_with_thousands_of_app_segments_is_refused_before_parsing():

@@ -1,4 +1,5 @@
 """One dependency source: pyproject.toml's pins, locked in uv.lock, exported to requirements/."""
+
 from __future__ import annotations
 
 import subprocess
@@ -32,7 +33,9 @@ def test_each_export_is_the_lock(name, tmp_path):
     """What the Bento (bentofile.yaml) and the images (docker/*.Dockerfile) install is
     exactly the lock's pins: `make lock` regenerates these files."""
     exported = tmp_path / name
-    result = uv("export", "--frozen", "--no-hashes", "--no-emit-project", "--quiet", *EXPORTS[name], "-o", str(exported))
+    result = uv(
+        "export", "--frozen", "--no-hashes", "--no-emit-project", "--quiet", *EXPORTS[name], "-o", str(exported)
+    )
     assert result.returncode == 0, result.stderr
     # The first two lines name the command, output path included.
     committed = (helpers.ROOT / "requirements" / name).read_text().splitlines()[2:]

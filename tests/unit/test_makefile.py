@@ -22,8 +22,9 @@ def targets(path: str) -> set[str]:
 
 
 def test_make_help_lists_every_target_with_a_line_of_its_own():
-    listed = subprocess.run(["make", "--no-print-directory", "help"], cwd=helpers.ROOT, capture_output=True,
-                            text=True, check=True).stdout
+    listed = subprocess.run(
+        ["make", "--no-print-directory", "help"], cwd=helpers.ROOT, capture_output=True, text=True, check=True
+    ).stdout
     described = {}
     for line in listed.splitlines():
         names, _, text = line.strip().partition("  ")

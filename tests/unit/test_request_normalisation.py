@@ -54,16 +54,19 @@ def test_every_versioned_route_is_documented_and_every_documented_route_versione
     assert {path for _, path in ROUTES} == set(VERSIONED_PATHS)
 
 
-@pytest.mark.parametrize(("raw", "echoed"), [
-    ("pizza.jpg", "pizza.jpg"),
-    ("../../../etc/passwd", "passwd"),
-    ("C:\\\\Users\\\\me\\\\pizza.jpg", "pizza.jpg"),
-    ("piz\x00za.jpg", "pizza.jpg"),
-    ("evil\u202egpj.exe", "evilgpj.exe"),
-    ("<img src=x onerror=alert(1)>.jpg", "img src=x onerror=alert(1).jpg"),
-    ("x" * 300 + ".jpg", "x" * 255),
-    ("", ""),
-    (None, ""),
-])
+@pytest.mark.parametrize(
+    ("raw", "echoed"),
+    [
+        ("pizza.jpg", "pizza.jpg"),
+        ("../../../etc/passwd", "passwd"),
+        ("C:\\\\Users\\\\me\\\\pizza.jpg", "pizza.jpg"),
+        ("piz\x00za.jpg", "pizza.jpg"),
+        ("evil\u202egpj.exe", "evilgpj.exe"),
+        ("<img src=x onerror=alert(1)>.jpg", "img src=x onerror=alert(1).jpg"),
+        ("x" * 300 + ".jpg", "x" * 255),
+        ("", ""),
+        (None, ""),
+    ],
+)
 def test_the_echoed_file_name_is_a_plain_base_name(raw, echoed):
     assert safe_filename(raw) == echoed

@@ -143,7 +143,11 @@ def test_exported_transformers_classify_and_roll_out_as_torch_does(tiny, tmp_pat
     pixels = random_pixels(1, count=4)
     np.testing.assert_allclose(served.predict_proba(pixels), reference.predict_proba(pixels), atol=1e-3)
     ours, theirs = served.explain(pixels[:1]), reference.explain(pixels[:1])
-    assert (ours.class_index, ours.num_layers, ours.num_heads) == (theirs.class_index, theirs.num_layers, theirs.num_heads)
+    assert (ours.class_index, ours.num_layers, ours.num_heads) == (
+        theirs.class_index,
+        theirs.num_layers,
+        theirs.num_heads,
+    )
     assert np.abs(ours.heatmap - theirs.heatmap).max() < 1e-3
 
 

@@ -34,8 +34,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_URL = "http://127.0.0.1:3000"
 
 UrlOption = Annotated[str, typer.Option("--url", envvar="TIKKA_URL", help="The served Bento.")]
-KeyOption = Annotated[str | None, typer.Option("--api-key", envvar="TIKKA_API_KEY",
-                                               help="An API key, where the service wants one.")]
+KeyOption = Annotated[
+    str | None, typer.Option("--api-key", envvar="TIKKA_API_KEY", help="An API key, where the service wants one.")
+]
 
 
 @app.command()
@@ -43,13 +44,22 @@ def classify(
     paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
-    output: Annotated[Path | None, typer.Option(
-        "--output", "-o", help="A .jsonl or .csv file of rows; a re-run with the same file resumes."
-        " Without it, JSON Lines on stdout.")] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="A .jsonl or .csv file of rows; a re-run with the same file resumes."
+            " Without it, JSON Lines on stdout.",
+        ),
+    ] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Requests in flight at once.")] = 4,
-    retries: Annotated[int, typer.Option(min=0, help="Tries again per file after a 429, a 503 or a lost connection.")] = 6,
-    explain_dir: Annotated[Path | None, typer.Option(
-        help="Also save each photo's heatmap overlay (PNG) here, in the same folder layout.")] = None,
+    retries: Annotated[
+        int, typer.Option(min=0, help="Tries again per file after a 429, a 503 or a lost connection.")
+    ] = 6,
+    explain_dir: Annotated[
+        Path | None, typer.Option(help="Also save each photo's heatmap overlay (PNG) here, in the same folder layout.")
+    ] = None,
 ) -> None:
     """Classify every image under PATHS: one row per file (file, predictions, model, or error).
 
@@ -59,20 +69,34 @@ def classify(
     rows = Output(output)
     started = time.monotonic()
     with Progress(
-        TextColumn("[bold]classifying"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("[red]{task.fields[failed]} failed"), TextColumn("{task.fields[rate]:.1f} img/s"),
-        TextColumn("ETA"), TimeRemainingColumn(), TimeElapsedColumn(), console=console,
+        TextColumn("[bold]classifying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("[red]{task.fields[failed]} failed"),
+        TextColumn("{task.fields[rate]:.1f} img/s"),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TimeElapsedColumn(),
+        console=console,
     ) as bar:
         task = bar.add_task("classify", total=None, failed=0, rate=0.0)
 
         def progress(tally: Tally) -> None:
             done = tally.classified + tally.failed
-            bar.update(task, total=tally.total, completed=done, failed=tally.failed,
-                       rate=done / max(time.monotonic() - started, 1e-6))
+            bar.update(
+                task,
+                total=tally.total,
+                completed=done,
+                failed=tally.failed,
+                rate=done / max(time.monotonic() - started, 1e-6),
+            )
 
         try:
-            tally = asyncio.run(classify_paths(paths, Client(url.rstrip("/"), api_key, retries), rows, concurrency,
-                                               explain_dir, progress))
+            tally = asyncio.run(
+                classify_paths(
+                    paths, Client(url.rstrip("/"), api_key, retries), rows, concurrency, explain_dir, progress
+                )
+            )
         except FileNotFoundError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
@@ -87,8 +111,10 @@ def summary(tally: Tally, elapsed_s: float, output: Path | None) -> None:
     table = Table(title="tikka classify", show_header=False)
     done = tally.classified + tally.failed
     for name, value in (
-        ("classified", tally.classified), ("failed", tally.failed),
-        ("done by an earlier run", tally.resumed), ("skipped (not images)", tally.skipped),
+        ("classified", tally.classified),
+        ("failed", tally.failed),
+        ("done by an earlier run", tally.resumed),
+        ("skipped (not images)", tally.skipped),
         ("retries (429, 503, connection)", tally.retries),
         ("images per second", f"{done / elapsed_s:.1f}" if elapsed_s > 0 else "-"),
         ("rows", str(output) if output else "stdout"),
@@ -109,8 +135,9 @@ def models(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None) -> None:
         banner.raise_for_status()
         info = banner.json()
         runtime = info.get("runtime") or {}
-        served.add_row(info.get("model", "?"), runtime.get("runtime", "?"), runtime.get("chosen", "?"),
-                       info.get("git_sha", "?"))
+        served.add_row(
+            info.get("model", "?"), runtime.get("runtime", "?"), runtime.get("chosen", "?"), info.get("git_sha", "?")
+        )
     except (httpx.HTTPError, ValueError) as exc:
         served.add_row(f"[red]not reachable: {exc}", "", "", "")
     console.print(served)
@@ -123,8 +150,13 @@ def models(url: UrlOption = DEFAULT_URL, api_key: KeyOption = None) -> None:
         stored.add_column(column)
     for model in sorted(bentoml.models.list(), key=lambda m: m.info.creation_time, reverse=True):
         metadata = model.info.metadata
-        stored.add_row(str(model.tag), str(metadata.get("num_labels", "?")), human_bytes(model.file_size),
-                       model.info.creation_time.strftime("%Y-%m-%d %H:%M"), str(metadata.get("source", "")))
+        stored.add_row(
+            str(model.tag),
+            str(metadata.get("num_labels", "?")),
+            human_bytes(model.file_size),
+            model.info.creation_time.strftime("%Y-%m-%d %H:%M"),
+            str(metadata.get("source", "")),
+        )
     console.print(stored)
 
 
@@ -135,8 +167,12 @@ def human_bytes(size: int) -> str:
 @app.command("import-model")
 def import_model(
     bucket: Annotated[str | None, typer.Option(envvar="TIKKA_GCS_BUCKET", help="The GCS bucket.")] = None,
-    prefix: Annotated[str | None, typer.Option(envvar="TIKKA_GCS_PREFIX", help="The checkpoint's folder in it.")] = None,
-    tag: Annotated[str | None, typer.Option(help="The model's name in the store (the version is the content's).")] = None,
+    prefix: Annotated[
+        str | None, typer.Option(envvar="TIKKA_GCS_PREFIX", help="The checkpoint's folder in it.")
+    ] = None,
+    tag: Annotated[
+        str | None, typer.Option(help="The model's name in the store (the version is the content's).")
+    ] = None,
     default: Annotated[bool, typer.Option("--default", help="The embedded default model instead (no bucket).")] = False,
 ) -> None:
     """Put a model into the project's store (.bentoml in the checkout, or BENTOML_HOME).
@@ -151,8 +187,9 @@ def import_model(
     if default:
         raise typer.Exit(subprocess.run([sys.executable, str(scripts / "import_default_model.py")]).returncode)
     if not bucket or not prefix:
-        console.print("[red]error:[/red] give --bucket and --prefix (or TIKKA_GCS_BUCKET and TIKKA_GCS_PREFIX),"
-                      " or --default")
+        console.print(
+            "[red]error:[/red] give --bucket and --prefix (or TIKKA_GCS_BUCKET and TIKKA_GCS_PREFIX), or --default"
+        )
         raise typer.Exit(2)
     console.print(f"importing gs://{bucket}/{prefix.strip('/')} into {os.environ['BENTOML_HOME']}")
     command = [sys.executable, str(scripts / "download_model.py"), "--bucket", bucket, "--prefix", prefix]
@@ -173,8 +210,10 @@ def serve(
 
     use_project_store()
     api = f"http://127.0.0.1:{port}"
-    banner = (f"TikkaMasalAI is ready. API {api}  docs {api}/docs  UI http://127.0.0.1:{ui_port}"
-              f"  dashboard {api}/dashboard  (Ctrl-C stops all three)")
+    banner = (
+        f"TikkaMasalAI is ready. API {api}  docs {api}/docs  UI http://127.0.0.1:{ui_port}"
+        f"  dashboard {api}/dashboard  (Ctrl-C stops all three)"
+    )
     raise typer.Exit(run(plan(PROJECT_ROOT, port, sidecar_port, sidecar_threads, ui_port), banner, start_timeout))
 
 

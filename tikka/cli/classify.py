@@ -64,8 +64,11 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
         body = {}
     if not isinstance(body, dict):
         body = {}
-    return {"status": response.status_code, "code": body.get("error", f"http_{response.status_code}"),
-            "detail": body.get("detail", response.reason_phrase)}
+    return {
+        "status": response.status_code,
+        "code": body.get("error", f"http_{response.status_code}"),
+        "detail": body.get("detail", response.reason_phrase),
+    }
 
 
 class Output:
@@ -112,8 +115,11 @@ class Output:
             predictions = row.get("predictions") or {}
             label = next(iter(predictions), "")
             row = {
-                "file": row["file"], "label": label, "probability": predictions.get(label, ""),
-                "predictions": json.dumps(predictions) if predictions else "", "model": row.get("model", ""),
+                "file": row["file"],
+                "label": label,
+                "probability": predictions.get(label, ""),
+                "predictions": json.dumps(predictions) if predictions else "",
+                "model": row.get("model", ""),
                 "error": json.dumps(row["error"]) if "error" in row else "",
             }
         self.write_raw(row)
@@ -156,14 +162,19 @@ class Client:
     def headers(self) -> dict[str, str]:
         return {"X-API-Key": self.api_key} if self.api_key else {}
 
-    async def post_image(self, http: httpx.AsyncClient, route: str, path: Path, data: bytes,
-                         tally: Tally) -> httpx.Response:
+    async def post_image(
+        self, http: httpx.AsyncClient, route: str, path: Path, data: bytes, tally: Tally
+    ) -> httpx.Response:
         """POST the image as the ``image`` field, trying again on 429, 503 and a refused or
         reset connection, up to ``retries`` times."""
         for attempt in range(self.retries + 1):
             try:
-                response = await http.post(f"{self.url}{route}", files={"image": (path.name, data)},
-                                           headers=self.headers, timeout=self.timeout_s)
+                response = await http.post(
+                    f"{self.url}{route}",
+                    files={"image": (path.name, data)},
+                    headers=self.headers,
+                    timeout=self.timeout_s,
+                )
             except (httpx.ConnectError, httpx.RemoteProtocolError, httpx.ReadError):
                 if attempt == self.retries:
                     raise
@@ -185,8 +196,9 @@ def relative_name(path: Path, roots: list[Path]) -> Path:
     return Path(path.name)
 
 
-async def classify_one(client: Client, http: httpx.AsyncClient, path: Path, roots: list[Path],
-                       explain_dir: Path | None, tally: Tally) -> dict[str, Any]:
+async def classify_one(
+    client: Client, http: httpx.AsyncClient, path: Path, roots: list[Path], explain_dir: Path | None, tally: Tally
+) -> dict[str, Any]:
     row: dict[str, Any] = {"file": str(path)}
     try:
         data = path.read_bytes()
@@ -211,8 +223,9 @@ async def classify_one(client: Client, http: httpx.AsyncClient, path: Path, root
         return {**row, "error": {"status": None, "code": type(exc).__name__, "detail": str(exc) or repr(exc)}}
 
 
-async def classify_paths(paths: list[Path], client: Client, output: Output, concurrency: int,
-                         explain_dir: Path | None, progress) -> Tally:
+async def classify_paths(
+    paths: list[Path], client: Client, output: Output, concurrency: int, explain_dir: Path | None, progress
+) -> Tally:
     """Classify every image under ``paths`` not already in ``output``; ``progress(tally)`` after each."""
     tally = Tally()
     queue: asyncio.Queue[Path] = asyncio.Queue()

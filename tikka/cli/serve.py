@@ -29,20 +29,35 @@ class Process:
     cwd: Path | None = None
 
 
-def plan(root: Path, port: int, sidecar_port: int, sidecar_threads: int, ui_port: int,
-         host: str = "127.0.0.1") -> list[Process]:
+def plan(
+    root: Path, port: int, sidecar_port: int, sidecar_threads: int, ui_port: int, host: str = "127.0.0.1"
+) -> list[Process]:
     python, bin_dir = sys.executable, Path(sys.executable).parent
     api = f"http://{host}:{port}"
     env = {"OLLAMA_HOST": f"http://{host}:{sidecar_port}"}
     return [
-        Process("LLM sidecar", [python, "-m", "sidecar", "--host", host, "--port", str(sidecar_port),
-                                "--threads", str(sidecar_threads)], f"http://{host}:{sidecar_port}/api/version", env, root),
-        Process("Bento", [str(bin_dir / "bentoml"), "serve", "service:Gateway", "--host", host, "--port", str(port)],
-                f"{api}/readyz", env, root),
+        Process(
+            "LLM sidecar",
+            [python, "-m", "sidecar", "--host", host, "--port", str(sidecar_port), "--threads", str(sidecar_threads)],
+            f"http://{host}:{sidecar_port}/api/version",
+            env,
+            root,
+        ),
+        Process(
+            "Bento",
+            [str(bin_dir / "bentoml"), "serve", "service:Gateway", "--host", host, "--port", str(port)],
+            f"{api}/readyz",
+            env,
+            root,
+        ),
         # From frontend/, so that frontend/.streamlit/config.toml applies.
-        Process("UI", [str(bin_dir / "streamlit"), "run", "app.py", "--server.port", str(ui_port),
-                       "--server.address", host],
-                f"http://{host}:{ui_port}/_stcore/health", {"TIKKA_API_URL": api}, root / "frontend"),
+        Process(
+            "UI",
+            [str(bin_dir / "streamlit"), "run", "app.py", "--server.port", str(ui_port), "--server.address", host],
+            f"http://{host}:{ui_port}/_stcore/health",
+            {"TIKKA_API_URL": api},
+            root / "frontend",
+        ),
     ]
 
 
@@ -60,16 +75,20 @@ def run(processes: list[Process], banner: str, start_timeout_s: float) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     try:
         for process in processes:
-            started.append((process, subprocess.Popen(process.command, cwd=process.cwd,
-                                                      env={**os.environ, **process.env})))
+            started.append(
+                (process, subprocess.Popen(process.command, cwd=process.cwd, env={**os.environ, **process.env}))
+            )
         waiting, deadline = list(processes), time.monotonic() + start_timeout_s
         while waiting:
             if failed := exited(started):
                 return failed
             waiting = [process for process in waiting if not is_ready(process.ready_url)]
             if waiting and time.monotonic() > deadline:
-                print(f"not ready after {start_timeout_s:.0f} s: {', '.join(p.name for p in waiting)}",
-                      file=sys.stderr, flush=True)
+                print(
+                    f"not ready after {start_timeout_s:.0f} s: {', '.join(p.name for p in waiting)}",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 return 1
             time.sleep(POLL_S)
         print(banner, flush=True)

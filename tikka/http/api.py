@@ -17,9 +17,7 @@ from tikka.llm.client import LLMHealth
 
 SERVICE_NAME = "TikkaMasalAI"
 ENTRY_SERVICE = "tikka"  # the Gateway's BentoML service name, as /metrics labels it
-DASHBOARD_HTML = (Path(__file__).with_name("dashboard.html").read_text()).replace(
-    "__SERVICE_NAME__", ENTRY_SERVICE
-)
+DASHBOARD_HTML = (Path(__file__).with_name("dashboard.html").read_text()).replace("__SERVICE_NAME__", ENTRY_SERVICE)
 
 
 def content_security_policy(html: str) -> str:

@@ -63,9 +63,14 @@ def key_matches(presented: str | None, keys: Iterable[str]) -> bool:
 
 class APIKeyAuth:
     def __init__(
-        self, app: ASGIApp, api_paths: Iterable[str], api_keys: Iterable[str],
-        metrics_paths: Iterable[str], metrics_keys: Iterable[str],
-        failure_burst: int = 10, failures_per_min: float = 30.0,
+        self,
+        app: ASGIApp,
+        api_paths: Iterable[str],
+        api_keys: Iterable[str],
+        metrics_paths: Iterable[str],
+        metrics_keys: Iterable[str],
+        failure_burst: int = 10,
+        failures_per_min: float = 30.0,
     ):
         self.app = app
         self.failures = TokenBuckets(failures_per_min / 60, failure_burst)

@@ -130,8 +130,9 @@ async def refuse_websocket(scope: Scope, receive: Receive, send: Send) -> None:
         await send({"type": "websocket.close", "code": 1008})
         return
     response = render(HTTPError(404, "no WebSocket endpoint here: the API is plain HTTP"))
-    await send({"type": "websocket.http.response.start", "status": response.status_code,
-                "headers": response.raw_headers})
+    await send(
+        {"type": "websocket.http.response.start", "status": response.status_code, "headers": response.raw_headers}
+    )
     await send({"type": "websocket.http.response.body", "body": response.body})
 
 

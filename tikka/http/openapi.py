@@ -25,15 +25,41 @@ from tikka.model.formats import accepted_names
 ERROR_EXAMPLES: dict[str, str] = {code: cls.example for code, cls in CODES.items()}
 
 UPLOAD_ERRORS = (
-    "empty_upload", "not_an_image", "not_a_file", "unexpected_field", "too_many_files", "malformed_form",
-    "bad_request", "unauthorized", "request_timeout", "upload_too_large", "image_too_large", "image_too_costly",
-    "unsupported_media_type", "missing_field", "too_many_requests", "classifier_busy",
-    "classifier_unavailable", "classifier_timeout", "service_timeout",
+    "empty_upload",
+    "not_an_image",
+    "not_a_file",
+    "unexpected_field",
+    "too_many_files",
+    "malformed_form",
+    "bad_request",
+    "unauthorized",
+    "request_timeout",
+    "upload_too_large",
+    "image_too_large",
+    "image_too_costly",
+    "unsupported_media_type",
+    "missing_field",
+    "too_many_requests",
+    "classifier_busy",
+    "classifier_unavailable",
+    "classifier_timeout",
+    "service_timeout",
 )
 LLM_ERRORS = (
-    "bad_request", "unauthorized", "request_timeout", "request_too_large", "unsupported_media_type",
-    "invalid_request", "invalid_prompt", "too_many_requests", "llm_error", "llm_unavailable", "llm_busy",
-    "llm_model_missing", "llm_timeout", "service_timeout",
+    "bad_request",
+    "unauthorized",
+    "request_timeout",
+    "request_too_large",
+    "unsupported_media_type",
+    "invalid_request",
+    "invalid_prompt",
+    "too_many_requests",
+    "llm_error",
+    "llm_unavailable",
+    "llm_busy",
+    "llm_model_missing",
+    "llm_timeout",
+    "service_timeout",
 )
 NDJSON_EXAMPLE = (
     '{"response": "Here is a simple recipe for pizza:\\n\\n", "done": false}\n'
@@ -64,8 +90,11 @@ ROUTES: dict[tuple[str, str], Route] = {
         f"curl -F image={PIZZA} $BASE_URL/v1/predict",
         UPLOAD_ERRORS,
         {},  # no request example: a file has no inline value (a placeholder string was sent as a photo)
-        {"predictions": {"pizza": 0.999, "trifle": 0.0, "bagel": 0.0, "hot_pot": 0.0, "potpie": 0.0},
-         "filename": "pizza.jpg", "model": "food-classifier:96f15d70ef17a141"},
+        {
+            "predictions": {"pizza": 0.999, "trifle": 0.0, "bagel": 0.0, "hot_pot": 0.0, "potpie": 0.0},
+            "filename": "pizza.jpg",
+            "model": "food-classifier:96f15d70ef17a141",
+        },
     ),
     ("post", "/predict/explain"): Route(
         "Explain a prediction",
@@ -75,36 +104,64 @@ ROUTES: dict[tuple[str, str], Route] = {
         f"curl -F image={PIZZA} $BASE_URL/v1/predict/explain",
         (*UPLOAD_ERRORS, "explanation_unavailable"),
         {},
-        {"predicted_class": "pizza", "confidence": 0.999, "attention_map": "iVBORw0KGgo...",
-         "heatmap": "iVBORw0KGgo...", "num_layers": 1, "num_heads": 0, "grid_size": "7x7",
-         "filename": "pizza.jpg", "method": "grad-cam", "model": "food-classifier:96f15d70ef17a141"},
+        {
+            "predicted_class": "pizza",
+            "confidence": 0.999,
+            "attention_map": "iVBORw0KGgo...",
+            "heatmap": "iVBORw0KGgo...",
+            "num_layers": 1,
+            "num_heads": 0,
+            "grid_size": "7x7",
+            "filename": "pizza.jpg",
+            "method": "grad-cam",
+            "model": "food-classifier:96f15d70ef17a141",
+        },
     ),
     ("post", "/llm/generate"): Route(
         "Generate text",
-        "A completion from the LLM sidecar (Ollama, gemma3:270m). With `\"stream\": true` the answer is"
+        'A completion from the LLM sidecar (Ollama, gemma3:270m). With `"stream": true` the answer is'
         " NDJSON: one record per token, then a final record with `done: true` (or an `error` record).",
-        "curl -H 'Content-Type: application/json' -d '{\"prompt\": \"Pizza comes from\", \"max_tokens\": 32}'"
+        'curl -H \'Content-Type: application/json\' -d \'{"prompt": "Pizza comes from", "max_tokens": 32}\''
         " $BASE_URL/v1/llm/generate",
         LLM_ERRORS,
-        {"prompt": {"summary": "a short completion", "value": {"prompt": "Pizza comes from", "max_tokens": 32}},
-         "stream": {"summary": "streamed as NDJSON",
-                    "value": {"prompt": "Pizza comes from", "max_tokens": 32, "stream": True}}},
-        {"response": "Pizza comes from Naples, Italy.", "model": "gemma3:270m", "done": True,
-         "done_reason": "stop", "eval_count": 8, "duration_ms": 240.5},
+        {
+            "prompt": {"summary": "a short completion", "value": {"prompt": "Pizza comes from", "max_tokens": 32}},
+            "stream": {
+                "summary": "streamed as NDJSON",
+                "value": {"prompt": "Pizza comes from", "max_tokens": 32, "stream": True},
+            },
+        },
+        {
+            "response": "Pizza comes from Naples, Italy.",
+            "model": "gemma3:270m",
+            "done": True,
+            "done_reason": "stop",
+            "eval_count": 8,
+            "duration_ms": 240.5,
+        },
         streams=True,
     ),
     ("post", "/llm/dish"): Route(
         "A recipe, nutrition facts or the origin of a dish",
         "A completion-style prompt for one of three tasks about a dish (usually the predicted class)."
         " Streams NDJSON like /v1/llm/generate when `stream` is true.",
-        "curl -H 'Content-Type: application/json' -d '{\"dish\": \"pizza\", \"task\": \"recipe\"}'"
-        " $BASE_URL/v1/llm/dish",
+        'curl -H \'Content-Type: application/json\' -d \'{"dish": "pizza", "task": "recipe"}\' $BASE_URL/v1/llm/dish',
         LLM_ERRORS,
-        {"recipe": {"summary": "a recipe", "value": {"dish": "pizza", "task": "recipe", "max_tokens": 200}},
-         "origin": {"summary": "where it comes from, streamed",
-                    "value": {"dish": "guacamole", "task": "origin", "stream": True}}},
-        {"response": "Here is a simple recipe for pizza:\n\nIngredients:\n- flour", "model": "gemma3:270m",
-         "done": True, "done_reason": "length", "eval_count": 200, "duration_ms": 3120.0},
+        {
+            "recipe": {"summary": "a recipe", "value": {"dish": "pizza", "task": "recipe", "max_tokens": 200}},
+            "origin": {
+                "summary": "where it comes from, streamed",
+                "value": {"dish": "guacamole", "task": "origin", "stream": True},
+            },
+        },
+        {
+            "response": "Here is a simple recipe for pizza:\n\nIngredients:\n- flour",
+            "model": "gemma3:270m",
+            "done": True,
+            "done_reason": "length",
+            "eval_count": 200,
+            "duration_ms": 3120.0,
+        },
         streams=True,
     ),
     ("get", "/health"): Route(
@@ -118,8 +175,12 @@ ROUTES: dict[tuple[str, str], Route] = {
         "Always 200 within about 2 s; the body says whether the LLM is `healthy`, `model_missing`"
         " (still being pulled) or `unavailable`.",
         "curl $BASE_URL/v1/llm/health",
-        response_example={"status": "healthy", "ollama_url": "http://ollama:11434",
-                          "available_models": ["gemma3:270m"], "configured_model": "gemma3:270m"},
+        response_example={
+            "status": "healthy",
+            "ollama_url": "http://ollama:11434",
+            "available_models": ["gemma3:270m"],
+            "configured_model": "gemma3:270m",
+        },
     ),
 }
 # Infrastructure routes stay unversioned: probes, metrics, the pages.
@@ -142,8 +203,9 @@ def error_responses(codes: tuple[str, ...]) -> dict[str, dict]:
     return {
         str(status): {
             "description": ", ".join(f"`{code}`" for code in examples),
-            "content": {"application/json": {
-                "schema": {"$ref": "#/components/schemas/ErrorResponse"}, "examples": examples}},
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorResponse"}, "examples": examples}
+            },
         }
         for status, examples in sorted(by_status.items())
     }
@@ -163,12 +225,15 @@ def public_openapi(generated: dict) -> dict:
     spec["info"]["description"] = (
         "Food photo classification, explanations and LLM helpers. Every route below is served under"
         f" `{API_PREFIX}`; the same routes without the prefix stay for existing clients (see docs/routes.md's"
-        " versioning policy). Every error body is `{\"detail\": ..., \"error\": ...}`."
+        ' versioning policy). Every error body is `{"detail": ..., "error": ...}`.'
     )
     spec["components"]["schemas"]["ErrorResponse"] = {
-        "type": "object", "required": ["detail", "error"],
-        "properties": {"detail": {"type": "string", "description": "What was wrong, and what to do about it."},
-                       "error": {"type": "string", "description": "A stable machine-readable code."}},
+        "type": "object",
+        "required": ["detail", "error"],
+        "properties": {
+            "detail": {"type": "string", "description": "What was wrong, and what to do about it."},
+            "error": {"type": "string", "description": "A stable machine-readable code."},
+        },
     }
     paths = {}
     for path, operations in spec["paths"].items():
@@ -181,8 +246,9 @@ def public_openapi(generated: dict) -> dict:
             continue
         for method, operation in operations.items():
             route = ROUTES[(method, path)]
-            operation.update(summary=route.summary, description=route.description,
-                             operationId=f"v1{path.replace('/', '_')}")
+            operation.update(
+                summary=route.summary, description=route.description, operationId=f"v1{path.replace('/', '_')}"
+            )
             operation["x-codeSamples"] = [{"lang": "curl", "source": route.curl}]
             operation["security"] = KEYED if "unauthorized" in route.errors else [{}]
             success = operation["responses"].get(200) or operation["responses"].get("200")
@@ -219,4 +285,3 @@ def drop_unused_schemas(spec: dict) -> None:
                 pending.append(json.dumps(schemas[name]))
     for name in set(schemas) - used:
         del schemas[name]
-

@@ -36,7 +36,7 @@ class VersionedRoutes:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"].startswith(self.prefix + "/"):
-            route = scope["path"][len(self.prefix):]
+            route = scope["path"][len(self.prefix) :]
             if route in self.paths:
                 scope = {**scope, "path": route, "raw_path": route.encode()}
         await self.app(scope, receive, send)

@@ -19,9 +19,7 @@ class PredictionResponse(BaseModel):
         examples=[{"pizza": 0.999, "trifle": 0.0, "bagel": 0.0, "potpie": 0.0, "burrito": 0.0}],
     )
     filename: str = Field(description="Name of the uploaded file.", examples=["pizza.jpg"])
-    model: str = Field(
-        description="Model store tag that answered.", examples=["food-classifier:5716506dae557a87"]
-    )
+    model: str = Field(description="Model store tag that answered.", examples=["food-classifier:5716506dae557a87"])
 
 
 class ExplanationResponse(BaseModel):
@@ -46,12 +44,8 @@ class ExplanationResponse(BaseModel):
         ),
         examples=[1],
     )
-    num_heads: int = Field(
-        description="Attention heads per layer fused by rollout; 0 for a CNN.", examples=[0]
-    )
-    grid_size: str = Field(
-        description="Rows x columns of the model's own feature or token grid.", examples=["7x7"]
-    )
+    num_heads: int = Field(description="Attention heads per layer fused by rollout; 0 for a CNN.", examples=[0])
+    grid_size: str = Field(description="Rows x columns of the model's own feature or token grid.", examples=["7x7"])
     filename: str = Field(examples=["pizza.jpg"])
     method: str = Field(description="'grad-cam' or 'attention-rollout'.", examples=["grad-cam"])
     model: str = Field(description="Model store tag that answered.")
@@ -85,9 +79,9 @@ class GenerationOptions(BaseModel):
     stream: bool = Field(
         False,
         description=(
-            "Stream NDJSON (application/x-ndjson): one {\"response\": str, \"done\": false}"
+            'Stream NDJSON (application/x-ndjson): one {"response": str, "done": false}'
             " object per line as tokens come, then a final line with the statistics"
-            " (done: true), or an {\"error\", \"detail\", \"done\": true, \"done_reason\": \"error\"} line."
+            ' (done: true), or an {"error", "detail", "done": true, "done_reason": "error"} line.'
         ),
     )
 
@@ -110,5 +104,3 @@ class DishRequest(GenerationOptions):
         examples=["huevos_rancheros"],
     )
     task: Task = Field(examples=["recipe"])
-
-

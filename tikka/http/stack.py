@@ -40,22 +40,41 @@ def build(app: ASGIApp, settings: Settings) -> ASGIApp:
     keep_uploads_in_memory(settings.max_upload_bytes)
     app = ConcurrencyLimit(app, limit=settings.max_concurrency, exempt=PROBES)
     app = UploadGuard(
-        app, paths=UPLOAD_ROUTES, field=UPLOAD_FIELD, max_bytes=settings.max_upload_bytes,
-        json_paths=JSON_ROUTES, max_json_bytes=settings.max_json_bytes,
-        idle_timeout_s=settings.body_idle_timeout_s, body_timeout_s=settings.body_timeout_s,
+        app,
+        paths=UPLOAD_ROUTES,
+        field=UPLOAD_FIELD,
+        max_bytes=settings.max_upload_bytes,
+        json_paths=JSON_ROUTES,
+        max_json_bytes=settings.max_json_bytes,
+        idle_timeout_s=settings.body_idle_timeout_s,
+        body_timeout_s=settings.body_timeout_s,
         max_buffered_bytes=settings.max_buffered_body_bytes,
     )
-    app = RateLimit(app, paths=GUARDED, rate_per_s=settings.rate_limit_per_s, burst=settings.rate_limit_burst,
-                    by_key=bool(settings.api_keys))
+    app = RateLimit(
+        app,
+        paths=GUARDED,
+        rate_per_s=settings.rate_limit_per_s,
+        burst=settings.rate_limit_burst,
+        by_key=bool(settings.api_keys),
+    )
     app = APIKeyAuth(
-        app, api_paths=GUARDED, api_keys=settings.api_keys,
-        metrics_paths=("/metrics", "/dashboard"), metrics_keys=settings.metrics_keys,
-        failure_burst=settings.auth_failure_burst, failures_per_min=settings.auth_failures_per_min,
+        app,
+        api_paths=GUARDED,
+        api_keys=settings.api_keys,
+        metrics_paths=("/metrics", "/dashboard"),
+        metrics_keys=settings.metrics_keys,
+        failure_burst=settings.auth_failure_burst,
+        failures_per_min=settings.auth_failures_per_min,
     )
     # A client still sending an oversized body gets its 413 (not a reset) up to 4x the limit.
     app = ErrorBoundary(app, max_drain_bytes=4 * settings.max_upload_bytes)
-    app = CORS(app, allow_origins=settings.cors_origins, allow_methods=["GET", "POST", "OPTIONS"],
-               allow_headers=["*"], max_age=600)
+    app = CORS(
+        app,
+        allow_origins=settings.cors_origins,
+        allow_methods=["GET", "POST", "OPTIONS"],
+        allow_headers=["*"],
+        max_age=600,
+    )
     return VersionedRoutes(app, prefix=API_PREFIX, paths=VERSIONED_PATHS)
 
 

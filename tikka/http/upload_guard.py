@@ -140,9 +140,16 @@ def with_lower_case_media_type(scope: Scope) -> Scope:
 
 class UploadGuard:
     def __init__(
-        self, app: ASGIApp, paths: Iterable[str], field: str, max_bytes: int,
-        json_paths: Mapping[str, type[BaseModel]] = {}, max_json_bytes: int = 64 * 1024, idle_timeout_s: float = 10.0,
-        body_timeout_s: float = 30.0, max_buffered_bytes: int = 256 * 1024 * 1024,
+        self,
+        app: ASGIApp,
+        paths: Iterable[str],
+        field: str,
+        max_bytes: int,
+        json_paths: Mapping[str, type[BaseModel]] = {},
+        max_json_bytes: int = 64 * 1024,
+        idle_timeout_s: float = 10.0,
+        body_timeout_s: float = 30.0,
+        max_buffered_bytes: int = 256 * 1024 * 1024,
     ):
         self.app = app
         self.paths = frozenset(paths)
@@ -181,9 +188,7 @@ class UploadGuard:
         await self.check_form(scope, body, receive)
         return body
 
-    async def check_json_route(
-        self, scope: Scope, receive: Receive, schema: type[BaseModel], held: list[int]
-    ) -> bytes:
+    async def check_json_route(self, scope: Scope, receive: Receive, schema: type[BaseModel], held: list[int]) -> bytes:
         """JSON routes take JSON: BentoML parsed a multipart body sent to one as a form and answered 500."""
         media_type = Headers(scope=scope).get("content-type", "").split(";")[0].strip().lower()
         if media_type.startswith("multipart/") or media_type == "application/x-www-form-urlencoded":
@@ -215,9 +220,7 @@ class UploadGuard:
                 f" (got Content-Type {media_type or 'none'!r})",
             )
 
-    async def read_body(
-        self, receive: Receive, limit: int, too_large: type[ServiceError], held: list[int]
-    ) -> bytes:
+    async def read_body(self, receive: Receive, limit: int, too_large: type[ServiceError], held: list[int]) -> bytes:
         """The whole body, within both limits: a stalled client (no bytes for ``idle_timeout_s``;
         a Content-Length larger than the body, say) and a trickling one (a byte every few
         seconds, each gap under the idle limit: ``body_timeout_s`` for the whole body).
@@ -271,8 +274,7 @@ class UploadGuard:
             unexpected = [k for k in others if any(isinstance(v, UploadFile) for v in form.getlist(k))]
             if not values:
                 got = f"; the form had {others}" if others else ""
-                raise MissingField(f"the multipart file field '{self.field}' is required{got}"
-                )
+                raise MissingField(f"the multipart file field '{self.field}' is required{got}")
             if unexpected:
                 raise UnexpectedField(
                     f"unexpected files in form fields {unexpected}; send the photo in the file field '{self.field}'",

@@ -83,6 +83,7 @@ class LLMHealth(BaseModel):
 
 def same_model(a: str, b: str) -> bool:
     """Ollama treats 'gemma3' and 'gemma3:latest' as one name."""
+
     def canonical(name: str) -> str:
         return name if ":" in name else f"{name}:latest"
 
@@ -208,7 +209,9 @@ class LLMClient:
         try:
             listed = await asyncio.wait_for(self.client.list(), timeout=self.settings.llm_health_timeout_s)
         except Exception:  # refused, hung, garbage: all mean "unavailable" here
-            return LLMHealth(status="unavailable", ollama_url=self.url, available_models=[], configured_model=self.model)
+            return LLMHealth(
+                status="unavailable", ollama_url=self.url, available_models=[], configured_model=self.model
+            )
         names = [m.model for m in listed.models if m.model]
         status = "healthy" if any(same_model(n, self.model) for n in names) else "model_missing"
         return LLMHealth(status=status, ollama_url=self.url, available_models=names, configured_model=self.model)
@@ -253,14 +256,16 @@ async def stream_ndjson(
                     yield line({"response": chunk.response, "done": False})
                 if chunk.done:
                     observe(task, "ok", started, chunk)
-                    yield line({
-                        "response": "",
-                        "model": chunk.model or llm.model,
-                        "done": True,
-                        "done_reason": chunk.done_reason or "stop",
-                        "eval_count": chunk.eval_count or 0,
-                        "duration_ms": round((time.perf_counter() - started) * 1000, 1),
-                    })
+                    yield line(
+                        {
+                            "response": "",
+                            "model": chunk.model or llm.model,
+                            "done": True,
+                            "done_reason": chunk.done_reason or "stop",
+                            "eval_count": chunk.eval_count or 0,
+                            "duration_ms": round((time.perf_counter() - started) * 1000, 1),
+                        }
+                    )
                     return
             raise LLMFailed("the LLM stream ended without a final record")
         except ServiceError as exc:
@@ -286,4 +291,3 @@ def failures_observed(task: str, started: float):
     except ServiceError as exc:
         observe(task, exc.error, started)
         raise
-

@@ -10,8 +10,20 @@ from pathlib import Path
 
 # The instruction sets that decide which precisions can pay: bf16 and int8 dot products
 # (x86: AVX-512 VNNI and BF16, AMX; arm64: dot product, bf16, i8mm, SVE).
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_bf16", "amx_int8",
-         "asimddp", "bf16", "i8mm", "sve", "sve2")
+FLAGS = (
+    "avx2",
+    "avx512f",
+    "avx512_vnni",
+    "avx512_bf16",
+    "amx_tile",
+    "amx_bf16",
+    "amx_int8",
+    "asimddp",
+    "bf16",
+    "i8mm",
+    "sve",
+    "sve2",
+)
 
 # Arm's cores name themselves by part number only.
 ARM_PARTS = {"0xd0c": "Neoverse N1", "0xd40": "Neoverse V1", "0xd49": "Neoverse N2", "0xd4f": "Neoverse V2"}
@@ -21,8 +33,13 @@ ARM_PARTS = {"0xd0c": "Neoverse N1", "0xd40": "Neoverse V1", "0xd49": "Neoverse 
 # and AT_HWCAP2 = 26; the bits from the kernel's uapi/asm/hwcap.h). They are what the runtimes
 # read, and under QEMU's user-mode emulation (the arm64 image on an x86 machine) they describe
 # the emulated CPU, while /proc/cpuinfo there is the host's.
-ARM64_HWCAPS = {"asimddp": (16, 1 << 20), "sve": (16, 1 << 22), "sve2": (26, 1 << 1),
-                "i8mm": (26, 1 << 13), "bf16": (26, 1 << 14)}
+ARM64_HWCAPS = {
+    "asimddp": (16, 1 << 20),
+    "sve": (16, 1 << 22),
+    "sve2": (26, 1 << 1),
+    "i8mm": (26, 1 << 13),
+    "bf16": (26, 1 << 14),
+}
 
 
 def arm64_hwcap_flags(getauxval=None) -> set[str]:
@@ -53,8 +70,10 @@ def cpu_model_and_flags(cpuinfo: str | None = None) -> tuple[str, list[str]]:
 
 def cpu_label() -> str:
     name, present = cpu_model_and_flags()
-    return (f"{name} ({platform.machine()}), {os.cpu_count()} CPUs; flags: "
-            f"{', '.join(present) or 'none of ' + ', '.join(FLAGS)}")
+    return (
+        f"{name} ({platform.machine()}), {os.cpu_count()} CPUs; flags: "
+        f"{', '.join(present) or 'none of ' + ', '.join(FLAGS)}"
+    )
 
 
 # The flags that mean native bf16 arithmetic: x86's AVX-512 BF16 or AMX, arm64's BF16.

@@ -42,7 +42,9 @@ class Explanation:
     num_heads: int
 
     @classmethod
-    def of(cls, probabilities: np.ndarray, heatmap: np.ndarray, method: str, num_layers: int, num_heads: int) -> Explanation:
+    def of(
+        cls, probabilities: np.ndarray, heatmap: np.ndarray, method: str, num_layers: int, num_heads: int
+    ) -> Explanation:
         """The one way an explanation is made, whatever computed it: the top class and its
         probability from one image's ``probabilities``, the ``heatmap`` scaled to [0, 1]."""
         class_index = int(np.argmax(probabilities))
@@ -248,9 +250,7 @@ def render_overlay(image: Image.Image, heatmap: np.ndarray, box: ViewBox) -> Ove
     cells = Image.fromarray(heatmap.astype(np.float32), mode="F")
     canvas = np.zeros((out_size[1], out_size[0]), dtype=np.float32)
     stretched = np.asarray(cells.resize(box_size, Image.Resampling.BILINEAR))
-    canvas[top : top + box_size[1], left : left + box_size[0]] = stretched[
-        : out_size[1] - top, : out_size[0] - left
-    ]
+    canvas[top : top + box_size[1], left : left + box_size[0]] = stretched[: out_size[1] - top, : out_size[0] - left]
     coloured = Image.fromarray(jet(np.clip(canvas, 0, 1)), mode="RGB")
     return Overlay(
         blended_png=png_bytes(Image.blend(base, coloured, OVERLAY_ALPHA)),

@@ -23,15 +23,33 @@ class ImageFormat:
 
 
 ACCEPTED_FORMATS = (
-    ImageFormat("JPEG", ("JPEG",), ("jpg", "jpeg", "jpe", "jfif"), ("image/jpeg",), "Pillow (libjpeg-turbo)",
-                "Decoded at a reduced scale where the model sees less (draft mode); MPO (phone multi-picture) too."),
+    ImageFormat(
+        "JPEG",
+        ("JPEG",),
+        ("jpg", "jpeg", "jpe", "jfif"),
+        ("image/jpeg",),
+        "Pillow (libjpeg-turbo)",
+        "Decoded at a reduced scale where the model sees less (draft mode); MPO (phone multi-picture) too.",
+    ),
     ImageFormat("PNG", ("PNG",), ("png",), ("image/png",), "Pillow (libpng)", "16-bit and alpha included."),
     ImageFormat("WebP", ("WEBP",), ("webp",), ("image/webp",), "Pillow (libwebp)", "Animated: the first frame."),
     ImageFormat("GIF", ("GIF",), ("gif",), ("image/gif",), "Pillow", "Animated: the first frame."),
-    ImageFormat("HEIC / HEIF", ("HEIF",), ("heic", "heif", "hif"), ("image/heic", "image/heif"),
-                "pillow-heif (libheif)", "What iPhones save. The primary image; EXIF orientation honoured."),
-    ImageFormat("AVIF", ("AVIF",), ("avif",), ("image/avif",), "Pillow (libavif)",
-                "What many Android phones and browsers save. The primary image; EXIF orientation honoured."),
+    ImageFormat(
+        "HEIC / HEIF",
+        ("HEIF",),
+        ("heic", "heif", "hif"),
+        ("image/heic", "image/heif"),
+        "pillow-heif (libheif)",
+        "What iPhones save. The primary image; EXIF orientation honoured.",
+    ),
+    ImageFormat(
+        "AVIF",
+        ("AVIF",),
+        ("avif",),
+        ("image/avif",),
+        "Pillow (libavif)",
+        "What many Android phones and browsers save. The primary image; EXIF orientation honoured.",
+    ),
 )
 PILLOW_IDS = tuple(pillow_id for fmt in ACCEPTED_FORMATS for pillow_id in fmt.pillow_ids)
 EXTENSIONS = tuple(extension for fmt in ACCEPTED_FORMATS for extension in fmt.extensions)

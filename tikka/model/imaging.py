@@ -25,7 +25,11 @@ ImageFile.LOAD_TRUNCATED_IMAGES = False
 
 
 def decode_upload(
-    data: bytes, *, max_pixels: int, draft_size: int | None = None, opened: Image.Image | None = None,
+    data: bytes,
+    *,
+    max_pixels: int,
+    draft_size: int | None = None,
+    opened: Image.Image | None = None,
     cpu_budget_s: float | None = None,
 ) -> Image.Image:
     """Decode an upload into an upright 8-bit RGB image, or raise ``EmptyUpload``, ``NotAnImage``,
@@ -129,9 +133,7 @@ def is_jpeg(image: Image.Image) -> bool:
 
 def check_pixels(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
-        )
+        raise ImageTooLarge(f"the image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}")
 
 
 def webp_canvas(data: bytes) -> tuple[int, int, bool] | None:
@@ -151,8 +153,7 @@ def webp_canvas(data: bytes) -> tuple[int, int, bool] | None:
         bits = int.from_bytes(data[21:25], "little")
         return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1, bool(bits >> 28 & 1)
     if chunk == b"VP8 ":  # lossy, no alpha: 14-bit sizes after the frame tag and start code
-        return (int.from_bytes(data[26:28], "little") & 0x3FFF,
-                int.from_bytes(data[28:30], "little") & 0x3FFF, False)
+        return (int.from_bytes(data[26:28], "little") & 0x3FFF, int.from_bytes(data[28:30], "little") & 0x3FFF, False)
     return None
 
 
@@ -315,9 +316,12 @@ class InputSpec:
             if cfg.get("crop_mode", "center") != "center":
                 raise ValueError(f"unsupported timm crop_mode {cfg.get('crop_mode')!r}")
             return cls(
-                height=height, width=width, resize=math.floor(max(height, width) / crop_pct),
+                height=height,
+                width=width,
+                resize=math.floor(max(height, width) / crop_pct),
                 resample=RESAMPLING[cfg.get("interpolation", "bicubic")],
-                mean=tuple(cfg["mean"]), std=tuple(cfg["std"]),
+                mean=tuple(cfg["mean"]),
+                std=tuple(cfg["std"]),
             )
         if processor is None:
             raise ValueError("the checkpoint has neither timm's pretrained_cfg nor a preprocessor_config.json")
@@ -334,7 +338,9 @@ class InputSpec:
             return cls(height=int(size["height"]), width=int(size["width"]), resize=None, **common)
         if "shortest_edge" in size and processor.get("do_center_crop"):
             crop = processor["crop_size"]
-            return cls(height=int(crop["height"]), width=int(crop["width"]), resize=int(size["shortest_edge"]), **common)
+            return cls(
+                height=int(crop["height"]), width=int(crop["width"]), resize=int(size["shortest_edge"]), **common
+            )
         raise ValueError(f"cannot tell how the checkpoint resizes images: size={size}")
 
     @property

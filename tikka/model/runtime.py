@@ -81,14 +81,21 @@ def graph_candidates(model_path: Path, runtime: str = "auto", precision: str = "
                 candidates.append(f"{name}-{reduced}")
     if not candidates:
         why = {reduced: gate.get(reduced, {"error": "no gate was run at import"}) for reduced in REDUCED_PRECISIONS}
-        raise RuntimeError(f"TIKKA_PRECISION={precision} with TIKKA_RUNTIME={runtime}: nothing to serve"
-                           f" {model_path.name} with (the gate at import, on {gate.get('machine', 'no')}"
-                           f" machine: {why}; this CPU: {cpu_label()})")
+        raise RuntimeError(
+            f"TIKKA_PRECISION={precision} with TIKKA_RUNTIME={runtime}: nothing to serve"
+            f" {model_path.name} with (the gate at import, on {gate.get('machine', 'no')}"
+            f" machine: {why}; this CPU: {cpu_label()})"
+        )
     return candidates
 
 
-def load_classifier(model_path: str | Path, runtime: str = "auto", device: str = "auto",
-                    threads: int | None = None, precision: str = "auto") -> GraphClassifier | TorchClassifier:
+def load_classifier(
+    model_path: str | Path,
+    runtime: str = "auto",
+    device: str = "auto",
+    threads: int | None = None,
+    precision: str = "auto",
+) -> GraphClassifier | TorchClassifier:
     """The configured runtime and precision (``auto``: the fastest graph runtime and precision,
     measured here), or torch (with a log line) for a checkpoint that has no ONNX export."""
     model_path = Path(model_path)
@@ -98,9 +105,7 @@ def load_classifier(model_path: str | Path, runtime: str = "auto", device: str =
             if len(candidates) == 1:  # nothing to choose between
                 return GraphClassifier(model_path, candidates[0], device, threads)
             return fastest_graph_runtime(model_path, tuple(candidates), device, threads)
-        logger.warning(
-            "%s has no %s (its architecture did not export): serving it with torch", model_path, ONNX_FILE
-        )
+        logger.warning("%s has no %s (its architecture did not export): serving it with torch", model_path, ONNX_FILE)
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -111,9 +116,13 @@ def load_classifier(model_path: str | Path, runtime: str = "auto", device: str =
     return TorchClassifier(model_path, device, threads)
 
 
-def fastest_graph_runtime(model_path: str | Path, candidates: tuple[str, ...], device: str = "auto",
-                          threads: int | None = None, timer: Callable[..., float | None] | None = None
-                          ) -> GraphClassifier:
+def fastest_graph_runtime(
+    model_path: str | Path,
+    candidates: tuple[str, ...],
+    device: str = "auto",
+    threads: int | None = None,
+    timer: Callable[..., float | None] | None = None,
+) -> GraphClassifier:
     """Each candidate timed on one image, each in a process of its own; the fastest is served.
 
     Which runtime and precision win depend on the CPU and on the model (OpenVINO by far on
@@ -125,30 +134,50 @@ def fastest_graph_runtime(model_path: str | Path, candidates: tuple[str, ...], d
     ``timer(model_path, runtime, device, threads)`` gives seconds per image, or None.
     """
     model_path, timer = Path(model_path), timer or time_in_child_process
-    timings = {runtime: seconds for runtime in candidates
-               if (seconds := timer(model_path, runtime, device, threads)) is not None}
+    timings = {
+        runtime: seconds
+        for runtime in candidates
+        if (seconds := timer(model_path, runtime, device, threads)) is not None
+    }
     if not timings:
         raise RuntimeError(f"no runtime could run {model_path.name}: {', '.join(candidates)} all failed")
     best = GraphClassifier(model_path, min(timings, key=timings.__getitem__), device, threads)
     best.timings = timings
-    logger.info("runtime chosen by measurement on %s: %s (median ms per image: %s)", cpu_label(), best.runtime,
-                ", ".join(f"{name} {value * 1000:.1f}" for name, value in timings.items()))
+    logger.info(
+        "runtime chosen by measurement on %s: %s (median ms per image: %s)",
+        cpu_label(),
+        best.runtime,
+        ", ".join(f"{name} {value * 1000:.1f}" for name, value in timings.items()),
+    )
     return best
 
 
-def time_in_child_process(model_path: Path, runtime: str, device: str, threads: int | None,
-                          timeout_s: float = 300) -> float | None:
+def time_in_child_process(
+    model_path: Path, runtime: str, device: str, threads: int | None, timeout_s: float = 300
+) -> float | None:
     """`python -m tikka.model.runtime <model> <runtime> <device> <threads>`; None if it failed."""
-    command = [sys.executable, "-m", "tikka.model.runtime", str(model_path), runtime, device,
-               str(threads or available_cpus())]
+    command = [
+        sys.executable,
+        "-m",
+        "tikka.model.runtime",
+        str(model_path),
+        runtime,
+        device,
+        str(threads or available_cpus()),
+    ]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout_s)
     except subprocess.TimeoutExpired:
         logger.warning("runtime %s: no timing in %d s; left out", runtime, timeout_s)
         return None
     if done.returncode != 0:
-        logger.warning("runtime %s failed to run %s (exit %d), left out: %s", runtime, model_path.name,
-                       done.returncode, done.stderr.strip().splitlines()[-1:] or "no message")
+        logger.warning(
+            "runtime %s failed to run %s (exit %d), left out: %s",
+            runtime,
+            model_path.name,
+            done.returncode,
+            done.stderr.strip().splitlines()[-1:] or "no message",
+        )
         return None
     return float(done.stdout.split()[-1])
 
@@ -198,8 +227,7 @@ class GraphClassifier(_Classifier):
     is faster depends on the CPU and the model, so it is measured (``fastest_graph_runtime``).
     """
 
-    def __init__(self, model_path: Path, runtime: str = "openvino", device: str = "auto",
-                 threads: int | None = None):
+    def __init__(self, model_path: Path, runtime: str = "openvino", device: str = "auto", threads: int | None = None):
         super().__init__(model_path)
         self.runtime = runtime
         self.device_preference, self.threads = device, threads
@@ -209,13 +237,21 @@ class GraphClassifier(_Classifier):
         engine, _, precision = runtime.partition("-")
         if engine == "openvino" and precision in ("", *REDUCED_PRECISIONS):
             graph = model_path / (INT8_FILE if precision == "int8" else ONNX_FILE)
-            self._run, self.outputs, self.device = _openvino(graph, device, threads, "bf16" if precision == "bf16" else "f32")
+            self._run, self.outputs, self.device = _openvino(
+                graph, device, threads, "bf16" if precision == "bf16" else "f32"
+            )
         elif runtime == "onnxruntime":
             self._run, self.outputs, self.device = _onnxruntime(model_path / ONNX_FILE, device, threads)
         else:
             raise ValueError(f"no graph runtime {runtime!r}: {', '.join(GRAPH_RUNTIMES)}, openvino-bf16, openvino-int8")
-        logger.info("loaded %s (%d classes) on %s, %s, %d inference threads",
-                    model_path.name, len(self.labels), runtime, self.device, threads)
+        logger.info(
+            "loaded %s (%d classes) on %s, %s, %d inference threads",
+            model_path.name,
+            len(self.labels),
+            runtime,
+            self.device,
+            threads,
+        )
 
     def predict_proba(self, pixels: np.ndarray) -> np.ndarray:
         """(N, H, W, 3) uint8 -> (N, num_classes) softmax probabilities."""

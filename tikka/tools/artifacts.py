@@ -82,9 +82,7 @@ def validate_checkpoint_dir(directory: Path) -> dict[str, Any]:
     if not config_path.is_file():
         raise CheckpointError(f"{directory} has no config.json: it is not a transformers checkpoint")
     if not any((directory / name).is_file() for name in WEIGHT_FILES):
-        raise CheckpointError(
-            f"{directory} has no weights: expected one of {', '.join(WEIGHT_FILES)}"
-        )
+        raise CheckpointError(f"{directory} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
     try:
         config = json.loads(config_path.read_text())
     except json.JSONDecodeError as exc:
@@ -135,9 +133,7 @@ def import_checkpoint(
                 "precisions_passed": [name for name in ("int8", "bf16") if gate.get(name, {}).get("passed")],
                 "onnx_export_version": EXPORT_VERSION,
                 "architecture": (config.get("architectures") or [config.get("architecture", "unknown")])[0],
-                "files_sha256": {
-                    p.name: sha256_file(p) for p in sorted(target.iterdir()) if p.is_file()
-                },
+                "files_sha256": {p.name: sha256_file(p) for p in sorted(target.iterdir()) if p.is_file()},
             }
         )
     return bentoml.models.get(model.tag)
@@ -217,12 +213,10 @@ def list_checkpoint(client, bucket: str, prefix: str, timeout: float) -> list[Re
     listing_prefix = f"{prefix}/" if prefix else ""
     where = f"gs://{bucket}/{listing_prefix}"
     with storage_errors(where, f"bucket {bucket!r} does not exist ({where}): check --bucket"):
-        blobs = list(
-            client.list_blobs(bucket, prefix=listing_prefix, timeout=timeout, retry=retry_within(timeout))
-        )
+        blobs = list(client.list_blobs(bucket, prefix=listing_prefix, timeout=timeout, retry=retry_within(timeout)))
     objects = [
         RemoteObject(
-            path=blob.name[len(listing_prefix):],
+            path=blob.name[len(listing_prefix) :],
             blob_name=blob.name,
             size=int(blob.size or 0),
             generation=int(blob.generation),

@@ -66,7 +66,9 @@ class Agreement:
         )
 
 
-def agreement(reference: tuple[np.ndarray, np.ndarray | None], candidate: tuple[np.ndarray, np.ndarray | None]) -> Agreement:
+def agreement(
+    reference: tuple[np.ndarray, np.ndarray | None], candidate: tuple[np.ndarray, np.ndarray | None]
+) -> Agreement:
     """``reference`` and ``candidate``: (probabilities (N, classes), explanation maps (N, h, w) or None)."""
     (ref_probs, ref_maps), (probs, maps) = reference, candidate
     correlation = None
@@ -105,8 +107,9 @@ def generated(rng: np.random.Generator, size: int = 256) -> Image.Image:
     return Image.fromarray(noise).resize((size, size), Image.Resampling.BICUBIC).filter(ImageFilter.GaussianBlur(4))
 
 
-def image_set(spec: InputSpec, count: int, seed: int, photos_dir: Path = PHOTOS,
-              generated_share: float = 0.0) -> np.ndarray:
+def image_set(
+    spec: InputSpec, count: int, seed: int, photos_dir: Path = PHOTOS, generated_share: float = 0.0
+) -> np.ndarray:
     """``count`` images as the classifier receives them: uint8 (count, H, W, 3)."""
     rng = np.random.default_rng(seed)
     photos = [Image.open(path).convert("RGB") for path in sorted(photos_dir.glob("*.jpg"))]
@@ -121,7 +124,7 @@ def image_set(spec: InputSpec, count: int, seed: int, photos_dir: Path = PHOTOS,
 
 def outputs(classifier: GraphClassifier, images: np.ndarray, batch: int = 8) -> tuple[np.ndarray, np.ndarray | None]:
     """Probabilities and, where the graph has them, explanation maps, for every image."""
-    results = [classifier.predict_with_maps(images[start:start + batch]) for start in range(0, len(images), batch)]
+    results = [classifier.predict_with_maps(images[start : start + batch]) for start in range(0, len(images), batch)]
     maps = [m for _, m in results if m is not None]
     return np.concatenate([p for p, _ in results]), (np.concatenate(maps) if maps else None)
 
@@ -135,7 +138,9 @@ def quantize_int8(model_path: Path, calibration: np.ndarray) -> Path:
     # NNCF draws its progress bars on stdout; the import scripts' stdout is their report.
     with contextlib.redirect_stdout(sys.stderr):
         quantized = nncf.quantize(
-            model, nncf.Dataset([image[None] for image in calibration]), subset_size=len(calibration),
+            model,
+            nncf.Dataset([image[None] for image in calibration]),
+            subset_size=len(calibration),
             # Transformers keep their softmax and layer norms in float: NNCF's preset for them.
             model_type=nncf.ModelType.TRANSFORMER if transformer else None,
         )
@@ -158,7 +163,9 @@ def gate_reduced_precisions(model_path: str | Path, photos_dir: Path = PHOTOS) -
         "machine": platform.machine(),  # the start-up choice offers what passed on this architecture only
     }
     try:
-        calibration = image_set(spec, CALIBRATION_IMAGES, seed=0, photos_dir=photos_dir, generated_share=GENERATED_SHARE)
+        calibration = image_set(
+            spec, CALIBRATION_IMAGES, seed=0, photos_dir=photos_dir, generated_share=GENERATED_SHARE
+        )
         quantize_int8(model_path, calibration)
         report["int8"] = gated(reference, GraphClassifier(model_path, "openvino-int8"), held_out)
     except Exception as exc:  # NNCF or OpenVINO could not quantize this graph: fp32 it is
@@ -171,8 +178,7 @@ def gate_reduced_precisions(model_path: str | Path, photos_dir: Path = PHOTOS) -
     else:
         report["bf16"] = {"passed": False, "error": "the import CPU has no bf16 instructions: not measured"}
     (model_path / GATE_FILE).write_text(json.dumps(report, indent=1))
-    logger.info("precision gate for %s: %s", model_path.name,
-                {name: report[name] for name in ("int8", "bf16")})
+    logger.info("precision gate for %s: %s", model_path.name, {name: report[name] for name in ("int8", "bf16")})
     return report
 
 
@@ -191,8 +197,10 @@ def check_agreement(model_path: str | Path, count: int = HELD_OUT_IMAGES, every:
     `make test-images` runs it in the emulated arm64 image (docs/architecture.md)."""
     model_path = Path(model_path)
     if every:
-        names = [*(["openvino-bf16"] if cpu_has_bf16() else []),
-                 *(["openvino-int8"] if (model_path / INT8_FILE).is_file() else [])]
+        names = [
+            *(["openvino-bf16"] if cpu_has_bf16() else []),
+            *(["openvino-int8"] if (model_path / INT8_FILE).is_file() else []),
+        ]
     else:
         names = [name for name in graph_candidates(model_path, "openvino") if name != "openvino"]
     held_out = image_set(Checkpoint.read(model_path).input_spec, count, seed=1)
@@ -204,8 +212,12 @@ def main(argv: list[str] | None = None) -> int:
     """Prints the check as one JSON line; fails if a precision this machine serves did not pass."""
     parser = argparse.ArgumentParser(prog="python -m tikka.tools.quantize", description=main.__doc__)
     parser.add_argument("images", type=int, nargs="?", default=HELD_OUT_IMAGES)
-    parser.add_argument("model", type=Path, nargs="?",
-                        help="a model directory (e.g. the one a Bento image carries); default: TIKKA_MODEL_TAG in the store")
+    parser.add_argument(
+        "model",
+        type=Path,
+        nargs="?",
+        help="a model directory (e.g. the one a Bento image carries); default: TIKKA_MODEL_TAG in the store",
+    )
     parser.add_argument("--every", action="store_true", help="also the reduced precisions not offered here")
     args = parser.parse_args(argv)
     model_path = args.model
@@ -218,9 +230,18 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results = check_agreement(model_path, args.images, args.every)
     offered = set(graph_candidates(model_path, "openvino"))
-    print(json.dumps({"cpu": cpu_label(), "model": f"{model_path.parent.name}:{model_path.name}",
-                      "images": args.images, "seconds": round(time.monotonic() - started),
-                      "offered here": sorted(offered - {"openvino"}), **results}))
+    print(
+        json.dumps(
+            {
+                "cpu": cpu_label(),
+                "model": f"{model_path.parent.name}:{model_path.name}",
+                "images": args.images,
+                "seconds": round(time.monotonic() - started),
+                "offered here": sorted(offered - {"openvino"}),
+                **results,
+            }
+        )
+    )
     return 0 if all(result["passed"] for name, result in results.items() if name in offered) else 1
 
 

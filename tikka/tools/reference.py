@@ -29,21 +29,23 @@ def errors_page() -> str:
         headers = sorted(set(cls.headers) | set(cls.header_names))
         status = f"{cls.status_code}" + "".join(f" + `{name}`" for name in headers)
         rows.append(f"| `{code}` | {status} | {cls.__doc__.strip()} | {cls.example} |")
-    return "\n".join([
-        GENERATED,
-        "# Errors",
-        "",
-        'Every error body, from any route, is JSON: `{"detail": "<what was wrong and what to do>", "error": "<stable code>"}`.',
-        "Bad input is answered by the gateway and never reaches the model. A streamed LLM answer that fails",
-        'midway ends with a record of the same keys: `{"error", "detail", "done": true, "done_reason": "error"}`.',
-        "",
-        "| `error` | status | when | example `detail` |",
-        "|---|---|---|---|",
-        *rows,
-        "",
-        "Answers the web framework chooses (an unknown route, a wrong method) have the code `http_<status>`.",
-        "",
-    ])
+    return "\n".join(
+        [
+            GENERATED,
+            "# Errors",
+            "",
+            'Every error body, from any route, is JSON: `{"detail": "<what was wrong and what to do>", "error": "<stable code>"}`.',
+            "Bad input is answered by the gateway and never reaches the model. A streamed LLM answer that fails",
+            'midway ends with a record of the same keys: `{"error", "detail", "done": true, "done_reason": "error"}`.',
+            "",
+            "| `error` | status | when | example `detail` |",
+            "|---|---|---|---|",
+            *rows,
+            "",
+            "Answers the web framework chooses (an unknown route, a wrong method) have the code `http_<status>`.",
+            "",
+        ]
+    )
 
 
 # Defaults that depend on the machine, as the page says them.
@@ -67,38 +69,46 @@ def configuration_page() -> str:
         if field.validation_alias is not None:
             variables = [f"`{alias}`" for alias in field.validation_alias.choices]
         rows.append(f"| {' or '.join(variables)} | {default_of(name, field)} | {field.description} |")
-    return "\n".join([
-        GENERATED,
-        "# Configuration",
-        "",
-        "One settings object (`tikka/settings.py`), read from `TIKKA_*` environment variables (or a `.env`",
-        "file). List values are JSON (`TIKKA_CORS_ORIGINS='[\"https://a\"]'`). BentoML's own runtime settings",
-        "(metric buckets, access log, probes) are in `configuration.yaml`, used through `BENTOML_CONFIG`.",
-        "",
-        "| variable | default | meaning |",
-        "|---|---|---|",
-        *rows,
-        "",
-    ])
+    return "\n".join(
+        [
+            GENERATED,
+            "# Configuration",
+            "",
+            "One settings object (`tikka/settings.py`), read from `TIKKA_*` environment variables (or a `.env`",
+            "file). List values are JSON (`TIKKA_CORS_ORIGINS='[\"https://a\"]'`). BentoML's own runtime settings",
+            "(metric buckets, access log, probes) are in `configuration.yaml`, used through `BENTOML_CONFIG`.",
+            "",
+            "| variable | default | meaning |",
+            "|---|---|---|",
+            *rows,
+            "",
+        ]
+    )
 
 
 def formats_page() -> str:
-    return "\n".join([
-        GENERATED,
-        "# Image formats",
-        "",
-        "`/predict`, `/predict/explain`, the Streamlit uploader and `tikka classify` take these formats. Every one",
-        "goes through the same budgets, read from the header before a pixel is decoded: the pixel limit",
-        "(`TIKKA_MAX_IMAGE_PIXELS`), the decode memory (`TIKKA_DECODE_MEMORY_BYTES`) and the CPU time",
-        "(`TIKKA_DECODE_CPU_S`). A file in any other format gets 400 `not_an_image`.",
-        "",
-        markdown_table(),
-        "",
-    ])
+    return "\n".join(
+        [
+            GENERATED,
+            "# Image formats",
+            "",
+            "`/predict`, `/predict/explain`, the Streamlit uploader and `tikka classify` take these formats. Every one",
+            "goes through the same budgets, read from the header before a pixel is decoded: the pixel limit",
+            "(`TIKKA_MAX_IMAGE_PIXELS`), the decode memory (`TIKKA_DECODE_MEMORY_BYTES`) and the CPU time",
+            "(`TIKKA_DECODE_CPU_S`). A file in any other format gets 400 `not_an_image`.",
+            "",
+            markdown_table(),
+            "",
+        ]
+    )
 
 
 def render() -> dict[Path, str]:
-    return {PAGES["errors"]: errors_page(), PAGES["configuration"]: configuration_page(), PAGES["formats"]: formats_page()}
+    return {
+        PAGES["errors"]: errors_page(),
+        PAGES["configuration"]: configuration_page(),
+        PAGES["formats"]: formats_page(),
+    }
 
 
 def main() -> None:
