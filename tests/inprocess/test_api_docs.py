@@ -16,7 +16,8 @@ import pytest
 
 from tests import helpers
 from tikka.errors import CODES, ServiceError
-from tikka.http.openapi import ROUTES, public_openapi
+from tikka.http.openapi import public_openapi
+from tikka.http.routes import ROUTES
 from tikka.tools import reference
 
 DOCUMENT = helpers.ROOT / "docs" / "openapi.json"

@@ -67,7 +67,7 @@ def test_formats_outside_the_list_are_refused_by_name():
 
 
 def test_one_list_feeds_the_uploader_the_openapi_document_and_the_docs():
-    from tikka.http.openapi import ACCEPTED_IMAGES_TEXT
+    from tikka.http.routes import ACCEPTED_IMAGES_TEXT
     from tikka.tools.reference import formats_page
 
     app = (helpers.ROOT / "frontend" / "app.py").read_text()

@@ -9,9 +9,8 @@ import asyncio
 import pytest
 
 from tikka.errors import TooManyRequests
-from tikka.http.openapi import ROUTES
 from tikka.http.overload import ConcurrencyLimit
-from tikka.http.routes import PROBES, VERSIONED_PATHS, route_of
+from tikka.http.routes import PROBES, ROUTES, VERSIONED_PATHS, route_of
 from tikka.http.upload_guard import safe_filename
 
 
@@ -70,3 +69,13 @@ def test_every_versioned_route_is_documented_and_every_documented_route_versione
 )
 def test_the_echoed_file_name_is_a_plain_base_name(raw, echoed):
     assert safe_filename(raw) == echoed
+
+
+def test_the_middlewares_route_lists_come_from_the_route_table():
+    """One declaration per route: which routes take uploads, JSON and keys is read from ROUTES."""
+    from tikka.http.routes import JSON_ROUTES, KEYED_ROUTES, UPLOAD_ROUTES
+    from tikka.http.schemas import DishRequest, GenerateRequest
+
+    assert set(UPLOAD_ROUTES) == {"/predict", "/predict/explain"}
+    assert JSON_ROUTES == {"/llm/generate": GenerateRequest, "/llm/dish": DishRequest}
+    assert set(KEYED_ROUTES) == {*UPLOAD_ROUTES, *JSON_ROUTES}, "the health routes stay open"

@@ -1,4 +1,8 @@
-"""The route table of the public API, and the one way a request's path is read.
+"""The route table of the public API (``ROUTES``), and the one way a request's path is read.
+
+A route is declared once here, with its handler beside it in tikka/services.py (or
+tikka/http/api.py for a GET): the middlewares' route lists (tikka/http/stack.py) and the
+OpenAPI document's additions (tikka/http/openapi.py) are derived from the table.
 
 Every middleware that decides by route (the upload guard, the keys, the rate limit, load
 shedding) reads ``route_of(scope)``, so a trailing slash cannot slip past one of them:
@@ -7,13 +11,211 @@ shedding) reads ``route_of(scope)``, so a trailing slash cannot slip past one of
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tikka.http.schemas import DishRequest, GenerateRequest
+from tikka.model.formats import accepted_names
+
 API_PREFIX = "/v1"
-UPLOAD_ROUTES = ("/predict", "/predict/explain")
-LLM_ROUTES = ("/llm/generate", "/llm/dish")
-# The public routes, each served as itself and under API_PREFIX (docs/routes.md).
-VERSIONED_PATHS = tuple(sorted((*UPLOAD_ROUTES, *LLM_ROUTES, "/health", "/llm/health")))
+
+
+UPLOAD_ERRORS = (
+    "empty_upload",
+    "not_an_image",
+    "not_a_file",
+    "unexpected_field",
+    "too_many_files",
+    "malformed_form",
+    "bad_request",
+    "unauthorized",
+    "request_timeout",
+    "upload_too_large",
+    "image_too_large",
+    "image_too_costly",
+    "unsupported_media_type",
+    "missing_field",
+    "too_many_requests",
+    "classifier_busy",
+    "classifier_unavailable",
+    "classifier_timeout",
+    "service_timeout",
+)
+LLM_ERRORS = (
+    "bad_request",
+    "unauthorized",
+    "request_timeout",
+    "request_too_large",
+    "unsupported_media_type",
+    "invalid_request",
+    "invalid_prompt",
+    "too_many_requests",
+    "llm_error",
+    "llm_unavailable",
+    "llm_busy",
+    "llm_model_missing",
+    "llm_timeout",
+    "service_timeout",
+)
+NDJSON_EXAMPLE = (
+    '{"response": "Here is a simple recipe for pizza:\\n\\n", "done": false}\n'
+    '{"response": "Ingredients", "done": false}\n'
+    '{"response": "", "model": "gemma3:270m", "done": true, "done_reason": "stop", "eval_count": 48,'
+    ' "duration_ms": 912.4}\n'
+)
+PIZZA = "@pizza.jpg"
+ACCEPTED_IMAGES_TEXT = f"{accepted_names()}; docs/reference/formats.md"
+
+
+@dataclass(frozen=True)
+class Route:
+    """A public route: how the gateway guards it (``kind``) and what the OpenAPI document says."""
+
+    summary: str
+    description: str
+    curl: str
+    errors: tuple[str, ...] = ()
+    request_examples: dict[str, dict] = field(default_factory=dict)
+    response_example: dict | None = None
+    streams: bool = False
+    # upload: a multipart photo in the field `image`; json: a JSON body checked against
+    # `schema`; read: no body. Every route that can answer `unauthorized` takes the API keys.
+    kind: Literal["upload", "json", "read"] = "read"
+    schema: type[BaseModel] | None = None
+
+    @property
+    def keyed(self) -> bool:
+        return "unauthorized" in self.errors
+
+
+# The public routes, each served as itself and under API_PREFIX (docs/routes.md): the one
+# place a route is declared besides its handler (tikka/services.py, or tikka/http/api.py
+# for a GET). The middlewares (tikka/http/stack.py) and the OpenAPI document
+# (tikka/http/openapi.py) read it.
+ROUTES: dict[tuple[str, str], Route] = {
+    ("post", "/predict"): Route(
+        "Classify a food photo",
+        f"The top-5 dishes with probabilities, from a multipart upload in the field `image` ({ACCEPTED_IMAGES_TEXT})."
+        " Other text fields are ignored. Runs behind adaptive batching.",
+        f"curl -F image={PIZZA} $BASE_URL/v1/predict",
+        UPLOAD_ERRORS,
+        {},  # no request example: a file has no inline value (a placeholder string was sent as a photo)
+        {
+            "predictions": {"pizza": 0.999, "trifle": 0.0, "bagel": 0.0, "hot_pot": 0.0, "potpie": 0.0},
+            "filename": "pizza.jpg",
+            "model": "food-classifier:96f15d70ef17a141",
+        },
+        kind="upload",
+    ),
+    ("post", "/predict/explain"): Route(
+        "Explain a prediction",
+        "Where the model looked: a heatmap (Grad-CAM for CNNs, attention rollout for ViT and SigLIP)"
+        " blended over the photo and alone, as base64 PNGs, with the predicted class. The same uploads as"
+        f" /predict ({ACCEPTED_IMAGES_TEXT}).",
+        f"curl -F image={PIZZA} $BASE_URL/v1/predict/explain",
+        (*UPLOAD_ERRORS, "explanation_unavailable"),
+        {},
+        {
+            "predicted_class": "pizza",
+            "confidence": 0.999,
+            "attention_map": "iVBORw0KGgo...",
+            "heatmap": "iVBORw0KGgo...",
+            "num_layers": 1,
+            "num_heads": 0,
+            "grid_size": "7x7",
+            "filename": "pizza.jpg",
+            "method": "grad-cam",
+            "model": "food-classifier:96f15d70ef17a141",
+        },
+        kind="upload",
+    ),
+    ("post", "/llm/generate"): Route(
+        "Generate text",
+        'A completion from the LLM sidecar (Ollama, gemma3:270m). With `"stream": true` the answer is'
+        " NDJSON: one record per token, then a final record with `done: true` (or an `error` record).",
+        'curl -H \'Content-Type: application/json\' -d \'{"prompt": "Pizza comes from", "max_tokens": 32}\''
+        " $BASE_URL/v1/llm/generate",
+        LLM_ERRORS,
+        {
+            "prompt": {"summary": "a short completion", "value": {"prompt": "Pizza comes from", "max_tokens": 32}},
+            "stream": {
+                "summary": "streamed as NDJSON",
+                "value": {"prompt": "Pizza comes from", "max_tokens": 32, "stream": True},
+            },
+        },
+        {
+            "response": "Pizza comes from Naples, Italy.",
+            "model": "gemma3:270m",
+            "done": True,
+            "done_reason": "stop",
+            "eval_count": 8,
+            "duration_ms": 240.5,
+        },
+        streams=True,
+        kind="json",
+        schema=GenerateRequest,
+    ),
+    ("post", "/llm/dish"): Route(
+        "A recipe, nutrition facts or the origin of a dish",
+        "A completion-style prompt for one of three tasks about a dish (usually the predicted class)."
+        " Streams NDJSON like /v1/llm/generate when `stream` is true.",
+        'curl -H \'Content-Type: application/json\' -d \'{"dish": "pizza", "task": "recipe"}\' $BASE_URL/v1/llm/dish',
+        LLM_ERRORS,
+        {
+            "recipe": {"summary": "a recipe", "value": {"dish": "pizza", "task": "recipe", "max_tokens": 200}},
+            "origin": {
+                "summary": "where it comes from, streamed",
+                "value": {"dish": "guacamole", "task": "origin", "stream": True},
+            },
+        },
+        {
+            "response": "Here is a simple recipe for pizza:\n\nIngredients:\n- flour",
+            "model": "gemma3:270m",
+            "done": True,
+            "done_reason": "length",
+            "eval_count": 200,
+            "duration_ms": 3120.0,
+        },
+        streams=True,
+        kind="json",
+        schema=DishRequest,
+    ),
+    ("get", "/health"): Route(
+        "Process liveness",
+        "200 while the service runs. Kubernetes probes use /livez and /readyz (unversioned).",
+        "curl $BASE_URL/v1/health",
+        response_example={"status": "ok"},
+    ),
+    ("get", "/llm/health"): Route(
+        "LLM sidecar status",
+        "Always 200 within about 2 s; the body says whether the LLM is `healthy`, `model_missing`"
+        " (still being pulled) or `unavailable`.",
+        "curl $BASE_URL/v1/llm/health",
+        response_example={
+            "status": "healthy",
+            "ollama_url": "http://ollama:11434",
+            "available_models": ["gemma3:270m"],
+            "configured_model": "gemma3:270m",
+        },
+    ),
+}
+# Infrastructure routes stay unversioned: probes, metrics, the pages.
+UNVERSIONED = {
+    "/": "Status banner",
+    "/livez": "Liveness probe",
+    "/readyz": "Readiness probe (503 until the model is loaded and the classifier answers)",
+    "/healthz": "Health probe (BentoML's)",
+    "/metrics": "Prometheus metrics",
+    "/dashboard": "Metrics dashboard (HTML)",
+}
+
+UPLOAD_ROUTES = tuple(path for (_, path), route in ROUTES.items() if route.kind == "upload")
+JSON_ROUTES = {path: route.schema for (_, path), route in ROUTES.items() if route.kind == "json"}
+KEYED_ROUTES = tuple(path for (_, path), route in ROUTES.items() if route.keyed)
+VERSIONED_PATHS = tuple(sorted({path for _, path in ROUTES}))
 # Infrastructure: never versioned, never shed or rate-limited.
 PROBES = ("/livez", "/readyz", "/healthz", "/health", "/metrics")
 

@@ -26,14 +26,19 @@ from tikka.http.auth import APIKeyAuth
 from tikka.http.errors import CORS, ErrorBoundary
 from tikka.http.overload import ConcurrencyLimit
 from tikka.http.ratelimit import RateLimit
-from tikka.http.routes import API_PREFIX, LLM_ROUTES, PROBES, UPLOAD_ROUTES, VERSIONED_PATHS, VersionedRoutes
-from tikka.http.schemas import DishRequest, GenerateRequest
+from tikka.http.routes import (
+    API_PREFIX,
+    JSON_ROUTES,
+    KEYED_ROUTES,
+    PROBES,
+    UPLOAD_ROUTES,
+    VERSIONED_PATHS,
+    VersionedRoutes,
+)
 from tikka.http.upload_guard import UploadGuard
 from tikka.settings import Settings, get_settings
 
 UPLOAD_FIELD = "image"
-JSON_ROUTES = dict(zip(LLM_ROUTES, (GenerateRequest, DishRequest), strict=True))
-GUARDED = (*UPLOAD_ROUTES, *JSON_ROUTES)
 
 
 def build(app: ASGIApp, settings: Settings) -> ASGIApp:
@@ -52,14 +57,14 @@ def build(app: ASGIApp, settings: Settings) -> ASGIApp:
     )
     app = RateLimit(
         app,
-        paths=GUARDED,
+        paths=KEYED_ROUTES,
         rate_per_s=settings.rate_limit_per_s,
         burst=settings.rate_limit_burst,
         by_key=bool(settings.api_keys),
     )
     app = APIKeyAuth(
         app,
-        api_paths=GUARDED,
+        api_paths=KEYED_ROUTES,
         api_keys=settings.api_keys,
         metrics_paths=("/metrics", "/dashboard"),
         metrics_keys=settings.metrics_keys,
