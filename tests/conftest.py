@@ -15,6 +15,9 @@ os.environ.setdefault("BENTOML_HOME", str(ROOT / ".bentoml"))
 os.environ.setdefault("BENTOML_CONFIG", str(ROOT / "configuration.yaml"))
 os.environ.setdefault("BENTOML_DO_NOT_TRACK", "true")
 os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="tikka-prom-")
+# google-auth looks for Compute Engine's metadata server when it finds no credentials (a
+# bulk_classify gs:// source in a test without the emulator): never from a test machine.
+os.environ.setdefault("NO_GCE_CHECK", "true")
 sys.path.insert(0, str(ROOT))
 
 import subprocess  # noqa: E402
@@ -53,6 +56,11 @@ def client(default_model):
     from tests.helpers import forget_bentoml_metrics
 
     forget_bentoml_metrics()
+    # `bentoml serve` creates BentoML's task store (bulk_classify's) at start; to_asgi() does not.
+    from _bentoml_impl.tasks.result import Sqlite3Store
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    Sqlite3Store.init_db(BentoMLContainer.result_store_file.get())
     with TestClient(Gateway.to_asgi()) as test_client:
         yield test_client
 

@@ -92,6 +92,27 @@ class MalformedForm(BadRequest):
     example = "the multipart body is malformed: missing boundary in multipart"
 
 
+class NotAnArchive(BadRequest):
+    """A `bulk_classify` archive that is neither a zip nor a tar (plain or gzip), or is corrupt."""
+
+    error = "not_an_archive"
+    example = "the archive is neither a zip nor a tar (plain or gzip); send one of those"
+
+
+class UnsafeArchive(BadRequest):
+    """A `bulk_classify` archive with a member that could escape it (`../`, an absolute name) or is a link or a device: the whole archive is refused before any member is read."""
+
+    error = "unsafe_archive"
+    example = "the archive member '../../etc/passwd' escapes the archive; nothing was classified"
+
+
+class BadSource(BadRequest):
+    """A `bulk_classify` request with neither or both of `archive` and `source`, a `source` that is not `gs://bucket/prefix`, or a prefix with no images (or more than `TIKKA_BULK_MAX_IMAGES`)."""
+
+    error = "bad_source"
+    example = "source must look like gs://bucket/prefix, not 's3://photos'"
+
+
 class Unauthorized(ServiceError):
     """A missing or wrong API key, when keys are configured (`TIKKA_API_KEYS`, `TIKKA_METRICS_KEYS`)."""
 
@@ -107,6 +128,38 @@ class NotTheGateway(Unauthorized):
     error = "not_the_gateway"
     example = "the classifier answers only the gateway (TIKKA_INTERNAL_TOKEN as Authorization: Bearer)"
     header_names = ()
+
+
+class TaskNotFound(ServiceError):
+    """A `task_id` this gateway has no progress for: never submitted here, or one of more than the last 256 tasks."""
+
+    status_code = 404
+    error = "task_not_found"
+    example = "no bulk task 5d0f3a8c... in this gateway's last 256 tasks"
+
+
+class TaskNotFinished(ServiceError):
+    """The result of a bulk task that is still running: follow its progress, then ask again."""
+
+    status_code = 409
+    error = "task_not_finished"
+    example = "task 5d0f3a8c... is not completed yet"
+
+
+class SourceNotFound(ServiceError):
+    """A `bulk_classify` source whose bucket or prefix does not exist."""
+
+    status_code = 404
+    error = "source_not_found"
+    example = "gs://photos/week-49/: the bucket or the object does not exist"
+
+
+class SourceForbidden(ServiceError):
+    """A `bulk_classify` source whose bucket refuses the service's credentials."""
+
+    status_code = 403
+    error = "source_forbidden"
+    example = "gs://photos/week-49/: the service's credentials were refused (Forbidden)"
 
 
 class RequestTimeout(ServiceError):
@@ -132,6 +185,14 @@ class RequestTooLarge(ServiceError):
     status_code = 413
     error = "request_too_large"
     example = "the request body is 100000 bytes; the limit is 65536"
+
+
+class ArchiveTooLarge(ServiceError):
+    """A `bulk_classify` archive over `TIKKA_BULK_ARCHIVE_BYTES`, with more than `TIKKA_BULK_MAX_IMAGES` members, or with a member whose uncompressed size is over `TIKKA_BULK_MEMBER_BYTES` (a zip bomb): refused from the archive's index, before a member is inflated."""
+
+    status_code = 413
+    error = "archive_too_large"
+    example = "the archive member 'bomb.jpg' inflates to 4294967296 bytes; the limit is 10485760"
 
 
 class ImageTooLarge(ServiceError):
@@ -190,6 +251,14 @@ class TooManyRequests(ServiceError):
 
 
 # ---- The service cannot answer now (5xx) -----------------------------------------------
+
+
+class SourceUnreachable(ServiceError):
+    """Cloud Storage did not answer for a `bulk_classify` source (the network, or `STORAGE_EMULATOR_HOST`)."""
+
+    status_code = 502
+    error = "source_unreachable"
+    example = "cannot reach Cloud Storage for gs://photos/dinner/: check the network"
 
 
 class ExplanationUnavailable(ServiceError):

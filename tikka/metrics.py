@@ -24,6 +24,11 @@ DECODE_SECONDS = Histogram(
     "Upload validation and decoding time per image, before preprocessing.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
 )
+BULK_IMAGES = Counter(
+    "tikka_bulk_images",
+    "Images of bulk_classify tasks, by outcome (classified or failed); they also count in tikka_predictions.",
+    labelnames=["outcome"],
+)
 CLASSIFIER_RETRIES = Counter(
     "tikka_classifier_retries",
     "Classifier calls sent again after a connection error (a classifier pod gone under the call).",

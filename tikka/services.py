@@ -34,6 +34,9 @@ from tikka.bentoml_patches import (
     connect_per_call_over_tcp,
     retire_dependency_sessions_gently,
 )
+from tikka.bulk.archives import Archive, ArchiveLimits
+from tikka.bulk.gcs import Bucket, Source, check_request
+from tikka.bulk.runner import ProgressBoard, classify_all
 from tikka.errors import (
     ClassifierBusy,
     ClassifierTimeout,
@@ -46,7 +49,7 @@ from tikka.http.api import ENTRY_SERVICE, api_app
 from tikka.http.errors import outer_error, render
 from tikka.http.internal import GatewayOnly, bearer
 from tikka.http.openapi import public_openapi
-from tikka.http.overload import CostlyDecodes, DecodeMemory
+from tikka.http.overload import CostlyDecodes, DecodeMemory, LivePriority
 from tikka.http.routes import API_PREFIX, VERSIONED_PATHS
 from tikka.http.schemas import (
     DishRequest,
@@ -56,7 +59,7 @@ from tikka.http.schemas import (
     RawExplanation,
 )
 from tikka.http.stack import HTTPStack
-from tikka.http.upload_guard import ImageUpload
+from tikka.http.upload_guard import ArchiveUpload, ImageUpload
 from tikka.llm.client import GenerateResponse, LLMClient, Task, complete, dish_prompt, stream_ndjson
 from tikka.model.checkpoint import Checkpoint
 from tikka.model.cpu import cpu_label
@@ -191,6 +194,9 @@ class Gateway:
         self.costly_decodes = CostlyDecodes(
             settings.costly_decodes, settings.costly_decode_pixels, settings.decode_memory_wait_s
         )
+        self.live_priority = LivePriority(settings.bulk_live_quiet_ms / 1000, settings.bulk_max_wait_s)
+        self.bulk_slots = anyio.Semaphore(settings.bulk_tasks)
+        self.bulk_progress = ProgressBoard()
         if settings.one_process:
             logger.info("one process: the classifier is loaded here, with no adaptive batching")
             self.classifier  # noqa: B018  the model loads at start-up, not on the first request
@@ -200,6 +206,7 @@ class Gateway:
         api_app.state.git_sha = settings.git_sha
         api_app.state.llm = self.llm
         api_app.state.classifier_runtime = self._classifier_runtime
+        api_app.state.bulk_progress = self.bulk_progress
         metrics.BUILD_INFO.labels(git_sha=settings.git_sha, model_tag=self.model_tag).set(1)
         metrics.START_TIME.set(time.time())
         metrics.report_resident_memory("Gateway")
@@ -258,23 +265,73 @@ class Gateway:
             decoded = decode_upload(data, **limits, opened=opened, cpu_budget_s=self.settings.decode_cpu_s)
         return decoded, self.input_spec.preprocess(decoded)
 
+    async def _classify(self, image: ImageUpload) -> dict[str, float]:
+        """The top-k dishes of one upload, or the ServiceError that says why not."""
+        _, pixels = await self._decode(image)
+        probabilities = await call_classifier(
+            lambda: self.classifier.to_async.classify(pixels[None]), self.settings.request_timeout_s
+        )
+        predictions = top_k_labels(probabilities[0], self.labels, self.settings.top_k)
+        metrics.PREDICTIONS.labels(label=next(iter(predictions))).inc()
+        return predictions
+
     @bentoml.api(route="/predict")
     async def predict(self, image: ImageUpload, ctx: bentoml.Context) -> PredictionResponse:
         """Classify a food photo: the top-5 dishes with probabilities."""
         try:
-            _, pixels = await self._decode(image)
-            probabilities = await call_classifier(
-                lambda: self.classifier.to_async.classify(pixels[None]), self.settings.request_timeout_s
-            )
+            with self.live_priority.live():
+                predictions = await self._classify(image)
         except ServiceError as exc:
             return reject(ctx, exc)
-        predictions = top_k_labels(probabilities[0], self.labels, self.settings.top_k)
-        metrics.PREDICTIONS.labels(label=next(iter(predictions))).inc()
-        return PredictionResponse(
-            predictions=predictions,
-            filename=image.filename,
-            model=self.model_tag,
+        return PredictionResponse(predictions=predictions, filename=image.filename, model=self.model_tag)
+
+    @bentoml.task(route="/bulk_classify")
+    async def bulk_classify(
+        self, ctx: bentoml.Context, archive: ArchiveUpload | None = None, source: str | None = None
+    ) -> str:
+        """Classify every image of a zip or tar (`archive`) or under `gs://bucket/prefix` (`source`):
+        JSON Lines, one row per image (a failed image is a row with `error`). Bulk images run in
+        the gaps of live /predict traffic."""
+        progress = self.bulk_progress.start(
+            getattr(ctx.request.state, "task_id", None), archive.filename if archive is not None else str(source)
         )
+        try:
+            async with self.bulk_slots:
+                progress.state = "running"
+                rows = await self._bulk(archive, source, progress)
+        except ServiceError as exc:
+            progress.state = "failed"
+            return reject(ctx, exc)
+        return StreamingResponse(iter([rows]), media_type="application/x-ndjson")
+
+    async def _bulk(self, archive: ArchiveUpload | None, source: str | None, progress) -> str:
+        settings = self.settings
+        check_request(archive is not None, source)  # as the upload guard did: a backstop in-process
+
+        async def row(name: str, data: bytes) -> dict[str, Any]:
+            upload = ImageUpload(name)
+            upload.data, upload.filename = data, name
+            return {"predictions": await self._classify(upload), "model": self.model_tag}
+
+        if archive is not None:
+            limits = ArchiveLimits(settings.bulk_max_images, settings.bulk_member_bytes)
+            opened = await anyio.to_thread.run_sync(Archive, archive.data, limits)
+            progress.skipped = opened.skipped
+            return await classify_all(
+                opened.images, lambda member: member.name, opened.read, row, progress, self.live_priority.gap
+            )
+        bucket = await anyio.to_thread.run_sync(Bucket, Source.parse(source), settings.bulk_storage_timeout_s)
+        blobs, progress.skipped = await anyio.to_thread.run_sync(bucket.images, settings.bulk_max_images)
+        rows = await classify_all(
+            blobs,
+            lambda blob: f"gs://{bucket.source.bucket}/{blob.name}",
+            functools.partial(bucket.read, max_bytes=settings.bulk_member_bytes),
+            row,
+            progress,
+            self.live_priority.gap,
+        )
+        await anyio.to_thread.run_sync(bucket.write_result, rows)
+        return rows
 
     @bentoml.api(route="/predict/explain")
     async def explain(self, image: ImageUpload, ctx: bentoml.Context) -> ExplanationResponse:
@@ -285,10 +342,11 @@ class Gateway:
                     f"{self.model_tag} is neither a timm CNN nor a supported vision transformer"
                     " (ViT, DeiT, SigLIP); /predict still works"
                 )
-            decoded, pixels = await self._decode(image)
-            raw = await call_classifier(
-                lambda: self.classifier.to_async.explain(pixels[None]), self.settings.request_timeout_s
-            )
+            with self.live_priority.live():
+                decoded, pixels = await self._decode(image)
+                raw = await call_classifier(
+                    lambda: self.classifier.to_async.explain(pixels[None]), self.settings.request_timeout_s
+                )
         except ServiceError as exc:
             return reject(ctx, exc)
         heatmap = np.asarray(raw.heatmap, dtype=np.float32)

@@ -273,6 +273,34 @@ class Settings(BaseSettings):
         ),
     )
     max_concurrency: int = Field(64, ge=1, description="Requests in flight before the gateway sheds with 429.")
+
+    # bulk_classify (tikka/bulk/): a zip or tar of photos, or a gs:// prefix, as a BentoML task.
+    bulk_archive_bytes: int = Field(
+        64 * 1024 * 1024, ge=1, description="Largest archive bulk_classify takes (its request body), in bytes."
+    )
+    bulk_max_images: int = Field(
+        5000,
+        ge=1,
+        description="Most members an archive may have (folders and non-images included), or images a gs:// prefix.",
+    )
+    bulk_member_bytes: int = Field(
+        10 * 1024 * 1024,
+        ge=1,
+        description="Largest uncompressed archive member or object, in bytes: a zip bomb is refused from its index.",
+    )
+    bulk_tasks: int = Field(2, ge=1, description="bulk_classify tasks running at once in a gateway; more get 429.")
+    bulk_live_quiet_ms: float = Field(
+        50.0,
+        ge=0,
+        description=(
+            "Bulk images wait until /predict and /predict/explain have had no request in flight for this long,"
+            " so that the live path is never slowed by a bulk task..."
+        ),
+    )
+    bulk_max_wait_s: float = Field(
+        2.0, ge=0, description="...but each bulk image waits at most this long, so a task moves on under steady load."
+    )
+    bulk_storage_timeout_s: float = Field(60.0, gt=0, description="Seconds per Cloud Storage call of a gs:// source.")
     # Per-client rate limit (tikka/http/ratelimit.py): off at 0. The client is the API key when
     # keys are configured, else the address; uvicorn takes the address from X-Forwarded-For
     # only for peers in FORWARDED_ALLOW_IPS (its own setting; default 127.0.0.1).

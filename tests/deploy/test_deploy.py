@@ -122,9 +122,12 @@ def test_local_stack_is_production_with_local_images():
 
 def test_nginx_body_limit_matches_the_upload_limit():
     conf = (DOCKER / "nginx" / "tikka.conf").read_text() + (DOCKER / "nginx" / "api.inc").read_text()
-    limits = set(re.findall(r"client_max_body_size (\d+)m;", conf))
+    bulk = re.search(r"location ~ \^/\(v1/\)\?bulk_classify\(/submit\)\?\$ \{[^}]*\}", conf).group(0)
+    limits = set(re.findall(r"client_max_body_size (\d+)m;", conf.replace(bulk, "")))
     default = Settings.model_fields["max_upload_bytes"].default
     assert limits == {str(default // (1024 * 1024))}
+    archives = Settings.model_fields["bulk_archive_bytes"].default
+    assert re.findall(r"client_max_body_size (\d+)m;", bulk) == [str(archives // (1024 * 1024))]
     backend_env = compose("docker-compose.yml")["services"]["backend-blue"]["environment"]
     assert int(backend_env["TIKKA_MAX_UPLOAD_BYTES"]) == default
     # Streams unbuffered, the app's WebSocket upgraded, ACME served, HTTP redirected.

@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from tests import helpers
+from tikka.settings import Settings
 
 K8S = helpers.ROOT / "docker" / "k8s"
 KUBERNETES_VERSION = "1.32.0"
@@ -163,6 +164,10 @@ def test_ingress_routes_like_nginx_one_host_each_with_its_own_timeouts():
         assert ingress["spec"]["tls"][0]["hosts"] == [host]
     api_notes, app_notes = api["metadata"]["annotations"], app["metadata"]["annotations"]
     assert api_notes["nginx.ingress.kubernetes.io/proxy-body-size"] == "10m"
+    bulk = found[("Ingress", "tikka-api-bulk")]
+    assert bulk["metadata"]["annotations"]["nginx.ingress.kubernetes.io/proxy-body-size"] == "64m"
+    assert {p["path"] for p in bulk["spec"]["rules"][0]["http"]["paths"]} == {"/bulk_classify", "/v1/bulk_classify"}
+    assert Settings.model_fields["bulk_archive_bytes"].default == 64 * 1024 * 1024
     assert api_notes["nginx.ingress.kubernetes.io/proxy-buffering"] == "off"
     # Streamlit's WebSocket held an hour, as docker/nginx/tikka.conf holds it (proxy_read_timeout 1h).
     assert app_notes["nginx.ingress.kubernetes.io/proxy-read-timeout"] == "3600"

@@ -73,9 +73,11 @@ def test_the_echoed_file_name_is_a_plain_base_name(raw, echoed):
 
 def test_the_middlewares_route_lists_come_from_the_route_table():
     """One declaration per route: which routes take uploads, JSON and keys is read from ROUTES."""
-    from tikka.http.routes import JSON_ROUTES, KEYED_ROUTES, UPLOAD_ROUTES
+    from tikka.http.routes import ARCHIVE_ROUTES, JSON_ROUTES, KEYED_ROUTES, UPLOAD_ROUTES
     from tikka.http.schemas import DishRequest, GenerateRequest
 
     assert set(UPLOAD_ROUTES) == {"/predict", "/predict/explain"}
+    assert set(ARCHIVE_ROUTES) == {"/bulk_classify", "/bulk_classify/submit"}
     assert JSON_ROUTES == {"/llm/generate": GenerateRequest, "/llm/dish": DishRequest}
-    assert set(KEYED_ROUTES) == {*UPLOAD_ROUTES, *JSON_ROUTES}, "the health routes stay open"
+    task_routes = {f"/bulk_classify/{name}" for name in ("progress", "status", "get", "retry", "cancel")}
+    assert set(KEYED_ROUTES) == {*UPLOAD_ROUTES, *ARCHIVE_ROUTES, *JSON_ROUTES, *task_routes}, "health stays open"

@@ -26,6 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
+from tikka.cli.bulk import BulkFailed, classify_bulk
 from tikka.cli.classify import Client, Output, Tally, classify_paths
 
 app = typer.Typer(help=__doc__.split("\n\n")[0], no_args_is_help=True, add_completion=False)
@@ -41,7 +42,7 @@ KeyOption = Annotated[
 
 @app.command()
 def classify(
-    paths: Annotated[list[Path], typer.Argument(help="Image files or folders (searched recursively).")],
+    paths: Annotated[list[Path] | None, typer.Argument(help="Image files or folders (searched recursively).")] = None,
     url: UrlOption = DEFAULT_URL,
     api_key: KeyOption = None,
     output: Annotated[
@@ -54,6 +55,13 @@ def classify(
         ),
     ] = None,
     concurrency: Annotated[int, typer.Option(min=1, max=64, help="Requests in flight at once.")] = 4,
+    bulk: Annotated[
+        str | None,
+        typer.Option(
+            help="Instead of PATHS: one bulk_classify task on the service, for gs://bucket/prefix or a local zip or"
+            " tar; followed to the end, its rows written to --output (which it replaces)."
+        ),
+    ] = None,
     retries: Annotated[
         int, typer.Option(min=0, help="Tries again per file after a 429, a 503 or a lost connection.")
     ] = 6,
@@ -66,6 +74,11 @@ def classify(
     Retries 429 and 503 as Retry-After says. Files that are not images by their ending are
     skipped and counted. Exits 1 when any file failed.
     """
+    if bool(paths) == bool(bulk):
+        console.print("[red]error:[/red] give PATHS, or --bulk gs://bucket/prefix (or an archive), not both")
+        raise typer.Exit(2)
+    if bulk and output:
+        output.unlink(missing_ok=True)
     rows = Output(output)
     started = time.monotonic()
     with Progress(
@@ -91,15 +104,18 @@ def classify(
                 rate=done / max(time.monotonic() - started, 1e-6),
             )
 
+        client = Client(url.rstrip("/"), api_key, retries)
         try:
-            tally = asyncio.run(
-                classify_paths(
-                    paths, Client(url.rstrip("/"), api_key, retries), rows, concurrency, explain_dir, progress
-                )
-            )
+            if bulk:
+                tally = classify_bulk(bulk, client, rows, progress)
+            else:
+                tally = asyncio.run(classify_paths(paths, client, rows, concurrency, explain_dir, progress))
         except FileNotFoundError as exc:
             console.print(f"[red]error:[/red] {exc}")
             raise typer.Exit(2) from None
+        except BulkFailed as exc:
+            console.print(f"[red]the bulk task failed:[/red] {exc}")
+            raise typer.Exit(1) from None
         finally:
             rows.close()
     summary(tally, time.monotonic() - started, output)

@@ -12,6 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.openapi.docs import get_swagger_ui_html
 from starlette.responses import HTMLResponse, JSONResponse
 
+from tikka.bulk.runner import ProgressBoard
+from tikka.errors import TaskNotFound
+from tikka.http.errors import render
 from tikka.http.schemas import HealthResponse
 from tikka.llm.client import LLMHealth
 
@@ -54,6 +57,7 @@ async def _no_classifier() -> None:
 
 
 api_app.state.classifier_runtime = _no_classifier
+api_app.state.bulk_progress = ProgressBoard()
 
 
 @api_app.get("/", summary="Status banner")
@@ -101,6 +105,15 @@ async def health() -> HealthResponse:
 async def llm_health(request: Request) -> LLMHealth:
     """Always 200 within ~2 s: the Bento is fine; the body says how the LLM is."""
     return await request.app.state.llm.health()
+
+
+@api_app.get("/bulk_classify/progress", summary="Bulk task progress")
+async def bulk_progress(request: Request, task_id: str = "") -> JSONResponse:
+    """How far a bulk_classify task is (tikka/bulk/runner.py's Progress)."""
+    progress = request.app.state.bulk_progress.get(task_id)
+    if progress is None:
+        return render(TaskNotFound(f"no bulk task {task_id[:64]!r} in this gateway's last 256 tasks"))
+    return JSONResponse(progress.as_dict())
 
 
 @api_app.get("/dashboard", summary="Metrics dashboard (HTML)", response_class=HTMLResponse)

@@ -20,7 +20,15 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tikka.errors import BadRequest, HTTPError, InvalidRequest, ServiceError, ServiceTimeout
+from tikka.errors import (
+    BadRequest,
+    HTTPError,
+    InvalidRequest,
+    ServiceError,
+    ServiceTimeout,
+    TaskNotFinished,
+    TaskNotFound,
+)
 from tikka.http.schemas import ErrorResponse
 
 
@@ -47,6 +55,11 @@ def validation_message(item: object) -> str:
     return f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", item))
 
 
+# BentoML's task routes answer {"error": "task_id not found"} (404) and {"error": "task <id> is
+# not completed yet"} (400): named by the last word, as the errors they are.
+BENTOML_TASK_ERRORS = {(404, "found"): TaskNotFound, (400, "yet"): TaskNotFinished}
+
+
 def from_framework_body(status: int, body: bytes) -> ServiceError | None:
     """A framework's error body -> the error it means; None if it is already ours.
 
@@ -66,6 +79,8 @@ def from_framework_body(status: int, body: bytes) -> ServiceError | None:
         return InvalidRequest("; ".join(validation_message(item) for item in payload["detail"]))
     if isinstance(payload, dict):
         detail = payload.get("detail") if isinstance(payload.get("detail"), str) else payload.get("error")
+        if task_error := BENTOML_TASK_ERRORS.get((status, str(detail).split(" ")[-1])):
+            return task_error(str(detail))
         return HTTPError(status, str(detail or ""))
     return HTTPError(status, str(payload or ""))
 

@@ -28,6 +28,7 @@ from tikka.http.overload import ConcurrencyLimit
 from tikka.http.ratelimit import RateLimit
 from tikka.http.routes import (
     API_PREFIX,
+    ARCHIVE_ROUTES,
     JSON_ROUTES,
     KEYED_ROUTES,
     PROBES,
@@ -42,14 +43,18 @@ UPLOAD_FIELD = "image"
 
 
 def build(app: ASGIApp, settings: Settings) -> ASGIApp:
-    keep_uploads_in_memory(settings.max_upload_bytes)
-    app = ConcurrencyLimit(app, limit=settings.max_concurrency, exempt=PROBES)
+    keep_uploads_in_memory(max(settings.max_upload_bytes, settings.bulk_archive_bytes))
+    # A task's submit request lasts as long as the task (BentoML runs it as the response's
+    # background): bulk tasks queue for their own slots (TIKKA_BULK_TASKS) instead.
+    app = ConcurrencyLimit(app, limit=settings.max_concurrency, exempt=(*PROBES, *ARCHIVE_ROUTES))
     app = UploadGuard(
         app,
         paths=UPLOAD_ROUTES,
         field=UPLOAD_FIELD,
         max_bytes=settings.max_upload_bytes,
         json_paths=JSON_ROUTES,
+        archive_paths=ARCHIVE_ROUTES,
+        max_archive_bytes=settings.bulk_archive_bytes,
         max_json_bytes=settings.max_json_bytes,
         idle_timeout_s=settings.body_idle_timeout_s,
         body_timeout_s=settings.body_timeout_s,

@@ -39,8 +39,10 @@ from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tikka.bulk.gcs import check_request
 from tikka.errors import (
     BadRequest,
+    BadSource,
     InvalidRequest,
     MalformedForm,
     MissingField,
@@ -58,6 +60,7 @@ from tikka.http.errors import validation_message
 from tikka.http.routes import route_of
 from tikka.model.formats import accepted_names
 
+ARCHIVE_FIELD, SOURCE_FIELD = "archive", "source"
 # Declared types we accept besides image/*: what curl and many clients send
 # when they cannot guess; the bytes are sniffed by the decoder anyway.
 GENERIC_CONTENT_TYPES = {"", "application/octet-stream", "binary/octet-stream"}
@@ -125,6 +128,10 @@ class ImageUpload(PurePosixPath):
         return {"type": "string", "format": "binary"}
 
 
+class ArchiveUpload(ImageUpload):
+    """An uploaded zip or tar (``bulk_classify``), held in memory like an image."""
+
+
 def with_lower_case_media_type(scope: Scope) -> Scope:
     """The scope with the Content-Type's media type in lower case (its parameters, such as
     the case-sensitive boundary, untouched). Media types are case-insensitive, but BentoML
@@ -147,6 +154,8 @@ class UploadGuard:
         max_bytes: int,
         json_paths: Mapping[str, type[BaseModel]] = {},
         max_json_bytes: int = 64 * 1024,
+        archive_paths: Iterable[str] = (),
+        max_archive_bytes: int = 64 * 1024 * 1024,
         idle_timeout_s: float = 10.0,
         body_timeout_s: float = 30.0,
         max_buffered_bytes: int = 256 * 1024 * 1024,
@@ -157,6 +166,8 @@ class UploadGuard:
         self.max_bytes = max_bytes
         self.json_paths = dict(json_paths)
         self.max_json_bytes = max_json_bytes
+        self.archive_paths = frozenset(archive_paths)
+        self.max_archive_bytes = max_archive_bytes
         self.idle_timeout_s = idle_timeout_s
         self.body_timeout_s = body_timeout_s
         # Bodies are read whole before a request is admitted (tikka/http/stack.py), so the number
@@ -167,13 +178,15 @@ class UploadGuard:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = route_of(scope) if scope["type"] == "http" and scope["method"] == "POST" else None
-        if path not in self.json_paths and path not in self.paths:
+        if path not in self.json_paths and path not in self.paths and path not in self.archive_paths:
             await self.app(scope, receive, send)
             return
         held = [0]  # this request's share of buffered_bytes, until it is answered
         try:
             if path in self.json_paths:
                 body = await self.check_json_route(scope, receive, self.json_paths[path], held)
+            elif path in self.archive_paths:
+                body = await self.check_archive_route(scope, receive, held)
             else:
                 body = await self.check_upload_route(scope, receive, held)
             await self.app(with_lower_case_media_type(scope), replay(body, then=receive), send)
@@ -183,9 +196,42 @@ class UploadGuard:
             self.buffered_bytes -= held[0]
 
     async def check_upload_route(self, scope: Scope, receive: Receive, held: list[int]) -> bytes:
-        self.check_headers(Headers(scope=scope))
+        self.check_headers(Headers(scope=scope), self.max_bytes)
         body = await self.read_body(receive, self.max_bytes, UploadTooLarge, held)
         await self.check_form(scope, body, receive)
+        return body
+
+    async def check_archive_route(self, scope: Scope, receive: Receive, held: list[int]) -> bytes:
+        """bulk_classify: a form with a file in ``archive``, or ``source`` text, within the archive limit.
+        Which of the two, and what the archive holds, the task itself checks."""
+        # A source alone may come as a plain form (curl -d source=gs://...).
+        self.check_headers(
+            Headers(scope=scope),
+            self.max_archive_bytes,
+            "the archive in the file field 'archive'",
+            ("multipart/form-data", "application/x-www-form-urlencoded"),
+        )
+        body = await self.read_body(receive, self.max_archive_bytes, UploadTooLarge, held)
+        form = await self.read_form(scope, body, receive)
+        try:
+            files = [key for key in form if any(isinstance(v, UploadFile) for v in form.getlist(key))]
+            if set(files) - {ARCHIVE_FIELD}:
+                raise UnexpectedField(
+                    f"unexpected files in form fields {sorted(set(files) - {ARCHIVE_FIELD})};"
+                    f" send the archive in the file field '{ARCHIVE_FIELD}'"
+                )
+            if len(form.getlist(ARCHIVE_FIELD)) > 1:
+                raise TooManyFiles(f"send one archive in '{ARCHIVE_FIELD}'")
+            if ARCHIVE_FIELD in form and ARCHIVE_FIELD not in files:
+                raise NotAFile(f"'{ARCHIVE_FIELD}' must be an uploaded file; URLs are not fetched (use 'source')")
+            for name in set(form) - {ARCHIVE_FIELD}:
+                check_text_field(name, form.getlist(name))
+            sources = form.getlist(SOURCE_FIELD)
+            if len(sources) > 1:
+                raise BadSource("send one `source`")
+            check_request(ARCHIVE_FIELD in form, str(sources[0]) if sources else None)
+        finally:
+            await form.close()
         return body
 
     async def check_json_route(self, scope: Scope, receive: Receive, schema: type[BaseModel], held: list[int]) -> bytes:
@@ -206,17 +252,19 @@ class UploadGuard:
             raise InvalidRequest("; ".join(map(validation_message, exc.errors(include_input=False)))) from None
         return body
 
-    def check_headers(self, headers: Headers) -> None:
+    def check_headers(
+        self, headers: Headers, max_bytes: int, what: str = "", media_types: tuple[str, ...] = ("multipart/form-data",)
+    ) -> None:
         declared = headers.get("content-length")
         if declared is not None:
             if not declared.isdigit():
                 raise BadRequest("Content-Length is not a number")
-            if int(declared) > self.max_bytes:
-                raise UploadTooLarge(self.too_large(int(declared), self.max_bytes))
+            if int(declared) > max_bytes:
+                raise UploadTooLarge(self.too_large(int(declared), max_bytes))
         media_type = headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type != "multipart/form-data":
+        if media_type not in media_types:
             raise UnsupportedMediaType(
-                f"send the photo as multipart/form-data in the file field '{self.field}'"
+                f"send {what or f'the photo in the file field {self.field!r}'} as multipart/form-data"
                 f" (got Content-Type {media_type or 'none'!r})",
             )
 
@@ -256,15 +304,19 @@ class UploadGuard:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def check_form(self, scope: Scope, body: bytes, receive: Receive) -> None:
+    @staticmethod
+    async def read_form(scope: Scope, body: bytes, receive: Receive):
         request = Request(scope, replay(body, then=receive))
         try:
-            form = await request.form(max_files=4, max_fields=16)
+            return await request.form(max_files=4, max_fields=16)
         except (MultiPartException, HTTPException) as exc:
             # Starlette wraps the parser's MultiPartException in HTTPException(400)
             # whenever the scope has an app, as it does under BentoML.
             detail = getattr(exc, "message", None) or getattr(exc, "detail", exc)
             raise MalformedForm(f"the multipart body is malformed: {detail}") from None
+
+    async def check_form(self, scope: Scope, body: bytes, receive: Receive) -> None:
+        form = await self.read_form(scope, body, receive)
         try:
             values = form.getlist(self.field)
             others = sorted(set(form.keys()) - {self.field})

@@ -1,0 +1,1 @@
+"""bulk_classify: the images of an archive or a gs:// prefix, classified as a BentoML task."""
