@@ -40,7 +40,8 @@ export MALLOC_ARENA_MAX ?= 2
 
 .DEFAULT_GOAL := help
 .PHONY: help setup model import-model serve ui sidecar stack frontend browser kubectl haproxy screenshots \
-	test test-fast test-unit lint format build docs docs-reference api-docs test-api lock clean
+	test test-fast test-unit lint format build docs docs-reference api-docs test-api bruno test-local-api \
+	test-deployed-api lock clean
 
 help: ## this list
 	@awk 'BEGIN {FS = ":[^#]*## "} /^[a-zA-Z0-9_ %-]+:.*## / {printf "  %-34s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -97,7 +98,7 @@ haproxy: ## Debian's haproxy, where missing (root)
 
 # The whole suite: no podman, no root beyond installing Chromium, kubectl and haproxy when missing.
 # The container proofs are make test-images and make test-delivery (.ci/run runs all three).
-test: lint model browser kubectl haproxy ## lint and every test, slow ones too (no containers)
+test: lint model browser kubectl haproxy bruno ## lint and every test, slow ones too (no containers)
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(BIN)/python -m tests.records build/reliability/RELIABILITY.md
 
@@ -166,6 +167,24 @@ BASE_URL ?= http://127.0.0.1:$(PORT)
 test-api: setup ## the read-only API suite against BASE_URL
 	TIKKA_BASE_URL=$(BASE_URL) $(BIN)/python -m pytest -m api tests/served/test_api_suite.py -p no:cacheprovider $(PYTEST_ARGS)
 
+# The Bruno collection (tests/api/bruno/: open it in Bruno's app to try the API by hand), run
+# with the pinned Bruno CLI from npm (tests/api/package.json and its lock).
+BRU := tests/api/node_modules/.bin/bru
+BRU_RUN = cd tests/api/bruno && ../node_modules/.bin/bru run -r --env $(1) --env-var baseUrl=$(2) \
+	$(if $(TIKKA_API_KEY),--env-var apiKey=$(TIKKA_API_KEY))
+$(BRU): tests/api/package.json tests/api/package-lock.json
+	@command -v npm >/dev/null || { echo "the Bruno CLI needs Node.js 20+ and npm (apt-get install nodejs npm)"; exit 1; }
+	cd tests/api && npm ci --no-audit --no-fund --silent
+	touch $@
+bruno: $(BRU) ## the pinned Bruno CLI, for the API collection (npm)
+
+test-local-api: $(BRU) ## the Bruno collection against the local Bento (make serve; PORT)
+	$(call BRU_RUN,local,http://127.0.0.1:$(PORT))
+
+test-deployed-api: $(BRU) ## the Bruno collection against URL (TIKKA_API_KEY if the API wants one)
+	@test -n "$(filter-out http://127.0.0.1:$(PORT),$(URL))" || { echo "give the deployment: make test-deployed-api URL=https://api.example.com"; exit 1; }
+	$(call BRU_RUN,deployed,$(URL))
+
 # After changing a pin in pyproject.toml: re-lock, then export what the Bento and the
 # images install (tests/unit/test_lock.py holds the exports equal to the lock).
 EXPORT := $(UV) export --frozen --no-hashes --no-emit-project --quiet
@@ -175,6 +194,6 @@ lock: setup ## re-lock after changing a pin, and export requirements/
 	for group in models sidecar frontend; do $(EXPORT) --only-group $$group -o requirements/$$group.txt; done
 
 clean: ## remove .venv, the model store and caches
-	rm -rf $(VENV) .bentoml .pytest_cache
+	rm -rf $(VENV) .bentoml .pytest_cache tests/api/node_modules
 
 include docker/docker.mk benchmarks/benchmarks.mk
