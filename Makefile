@@ -58,6 +58,18 @@ $(BIN)/.installed: pyproject.toml uv.lock
 
 setup: $(BIN)/.installed ## the .venv (uv sync --locked: every dependency group)
 
+# The light targets (make ui, make docs, make load) install only their dependency group, in a
+# venv of their own (.venv-<group>): no torch, no llama.cpp compile, no test tooling.
+light = .venv-$(1)/.installed
+.venv-%/.installed: pyproject.toml uv.lock
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11))' \
+		|| { echo "Python 3.11 is required (found $$($(PYTHON) --version))"; exit 1; }
+	$(PYTHON) -m venv .venv-$*
+	.venv-$*/bin/pip install --quiet uv==$(UV_VERSION)
+	UV_PROJECT_ENVIRONMENT=.venv-$* UV_PYTHON=.venv-$*/bin/python UV_PYTHON_DOWNLOADS=never UV_NATIVE_TLS=true \
+		.venv-$*/bin/uv sync --locked --only-group $* --no-install-project
+	touch $@
+
 model: setup ## the embedded default model into the project's store (.bentoml)
 	$(BIN)/python models/import_default_model.py
 
@@ -74,8 +86,8 @@ stack: serve ## the same as make serve (its earlier name)
 
 # make ui URL=https://api.example.com: the Streamlit app alone, against any Bento.
 URL ?= http://127.0.0.1:$(PORT)
-ui frontend: setup ## the Streamlit app alone on :8501 against URL (default the local Bento)
-	cd frontend && TIKKA_API_URL=$(URL) ../$(BIN)/streamlit run app.py --server.port $(FRONTEND_PORT)
+ui frontend: $(call light,frontend) ## the Streamlit app alone on :8501 against URL (default the local Bento)
+	cd frontend && TIKKA_API_URL=$(URL) ../.venv-frontend/bin/streamlit run app.py --server.port $(FRONTEND_PORT)
 
 sidecar: setup ## the embedded LLM sidecar alone on :11434
 	$(BIN)/python -m sidecar --port $(SIDECAR_PORT) --threads $(SIDECAR_THREADS)
@@ -150,13 +162,13 @@ api-docs: model ## docs/openapi.json and the Redoc page in docs/api/
 
 # The docs site into site/ (MkDocs Material, strict: a broken link between pages fails), with
 # the Redoc reference under /api/ where Node.js (npx) is there to render it.
-docs: setup ## the docs site into site/ (MkDocs, --strict)
+docs: $(call light,docs) ## the docs site into site/ (MkDocs, --strict)
 	@if command -v npx >/dev/null; then \
 		npx --yes $(REDOCLY) build-docs docs/openapi.json --output docs/api/index.html; \
 	else \
 		echo "no npx: the site is built without the Redoc reference under /api/ (apt-get install nodejs npm)"; \
 	fi
-	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 .venv-docs/bin/mkdocs build --strict
 # docs/reference/errors.md and configuration.md, from the error classes and Settings (a test keeps them current).
 docs-reference: setup ## docs/reference/*.md from the code
 	$(BIN)/python -m tikka.tools.reference
@@ -194,6 +206,6 @@ lock: setup ## re-lock after changing a pin, and export requirements/
 	for group in models sidecar frontend; do $(EXPORT) --only-group $$group -o requirements/$$group.txt; done
 
 clean: ## remove .venv, the model store and caches
-	rm -rf $(VENV) .bentoml .pytest_cache tests/api/node_modules
+	rm -rf $(VENV) .venv-* .bentoml .pytest_cache tests/api/node_modules
 
 include docker/docker.mk benchmarks/benchmarks.mk

@@ -26,6 +26,6 @@ profile: model ## benchmarks/PROFILE.md: an idle request, sampled with py-spy
 HOST ?= http://127.0.0.1:$(PORT)
 USERS ?= 16
 DURATION ?= 60s
-load: setup ## Locust against HOST
-	$(BIN)/locust -f locustfile.py --headless --host $(HOST) -u $(USERS) -r $(USERS) -t $(DURATION) $(LOCUST_ARGS)
+load: $(call light,load) ## Locust against HOST
+	.venv-load/bin/locust -f locustfile.py --headless --host $(HOST) -u $(USERS) -r $(USERS) -t $(DURATION) $(LOCUST_ARGS)
 
