@@ -23,7 +23,7 @@ import anyio
 import bentoml
 import numpy as np
 from bentoml.exceptions import BentoMLException
-from starlette.responses import StreamingResponse
+from starlette.responses import Response, StreamingResponse
 
 from tikka import metrics
 from tikka.bentoml_patches import (
@@ -34,9 +34,7 @@ from tikka.bentoml_patches import (
     connect_per_call_over_tcp,
     retire_dependency_sessions_gently,
 )
-from tikka.bulk.archives import Archive, ArchiveLimits
-from tikka.bulk.gcs import Bucket, Source, check_request
-from tikka.bulk.runner import ProgressBoard, classify_all
+from tikka.bulk.runner import BulkLimits, ProgressBoard, run_task
 from tikka.errors import (
     ClassifierBusy,
     ClassifierTimeout,
@@ -295,43 +293,27 @@ class Gateway:
         progress = self.bulk_progress.start(
             getattr(ctx.request.state, "task_id", None), archive.filename if archive is not None else str(source)
         )
-        try:
-            async with self.bulk_slots:
-                progress.state = "running"
-                rows = await self._bulk(archive, source, progress)
-        except ServiceError as exc:
-            progress.state = "failed"
-            return reject(ctx, exc)
-        return StreamingResponse(iter([rows]), media_type="application/x-ndjson")
-
-    async def _bulk(self, archive: ArchiveUpload | None, source: str | None, progress) -> str:
-        settings = self.settings
-        check_request(archive is not None, source)  # as the upload guard did: a backstop in-process
 
         async def row(name: str, data: bytes) -> dict[str, Any]:
             upload = ImageUpload(name)
             upload.data, upload.filename = data, name
             return {"predictions": await self._classify(upload), "model": self.model_tag}
 
-        if archive is not None:
-            limits = ArchiveLimits(settings.bulk_max_images, settings.bulk_member_bytes)
-            opened = await anyio.to_thread.run_sync(Archive, archive.data, limits)
-            progress.skipped = opened.skipped
-            return await classify_all(
-                opened.images, lambda member: member.name, opened.read, row, progress, self.live_priority.gap
-            )
-        bucket = await anyio.to_thread.run_sync(Bucket, Source.parse(source), settings.bulk_storage_timeout_s)
-        blobs, progress.skipped = await anyio.to_thread.run_sync(bucket.images, settings.bulk_max_images)
-        rows = await classify_all(
-            blobs,
-            lambda blob: f"gs://{bucket.source.bucket}/{blob.name}",
-            functools.partial(bucket.read, max_bytes=settings.bulk_member_bytes),
-            row,
-            progress,
-            self.live_priority.gap,
-        )
-        await anyio.to_thread.run_sync(bucket.write_result, rows)
-        return rows
+        try:
+            async with self.bulk_slots:
+                progress.state = "running"
+                rows = await run_task(
+                    archive.data if archive is not None else None,
+                    source,
+                    BulkLimits.of(self.settings),
+                    row,
+                    progress,
+                    self.live_priority.gap,
+                )
+        except ServiceError as exc:
+            progress.state = "failed"
+            return reject(ctx, exc)
+        return Response(rows, media_type="application/x-ndjson")
 
     @bentoml.api(route="/predict/explain")
     async def explain(self, image: ImageUpload, ctx: bentoml.Context) -> ExplanationResponse:

@@ -4,6 +4,7 @@ failed image is a row, never a failed task; its progress is visible while it run
 
 from __future__ import annotations
 
+import functools
 import json
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -13,6 +14,8 @@ from typing import Any, Literal, TypeVar
 import anyio
 
 from tikka import metrics
+from tikka.bulk.archives import Archive, ArchiveLimits
+from tikka.bulk.gcs import Bucket, Source, check_request
 from tikka.errors import ServiceError
 
 Item = TypeVar("Item")
@@ -48,6 +51,46 @@ class ProgressBoard:
 
     def get(self, task_id: str) -> Progress | None:
         return self.tasks.get(task_id)
+
+
+@dataclass(frozen=True)
+class BulkLimits:
+    max_images: int  # members of an archive (all of them), or images under a prefix
+    member_bytes: int  # one member or object
+    storage_timeout_s: float  # one Cloud Storage call
+
+    @classmethod
+    def of(cls, settings: Any) -> BulkLimits:
+        return cls(settings.bulk_max_images, settings.bulk_member_bytes, settings.bulk_storage_timeout_s)
+
+
+async def run_task(
+    archive: bytes | None,
+    source: str | None,
+    limits: BulkLimits,
+    classify: Callable[[str, bytes], Awaitable[dict[str, Any]]],
+    progress: Progress,
+    wait_turn: Callable[[], Awaitable[None]],
+) -> str:
+    """The rows of an archive's images, or of the images under a gs:// source (also written
+    back beside them), or the ServiceError that refuses the task whole."""
+    check_request(archive is not None, source)  # as the upload guard did; a backstop in-process
+    if archive is not None:
+        opened = await anyio.to_thread.run_sync(Archive, archive, ArchiveLimits(limits.max_images, limits.member_bytes))
+        progress.skipped = opened.skipped
+        return await classify_all(opened.images, lambda member: member.name, opened.read, classify, progress, wait_turn)
+    bucket = await anyio.to_thread.run_sync(Bucket, Source.parse(source), limits.storage_timeout_s)
+    blobs, progress.skipped = await anyio.to_thread.run_sync(bucket.images, limits.max_images)
+    rows = await classify_all(
+        blobs,
+        lambda blob: f"gs://{bucket.source.bucket}/{blob.name}",
+        functools.partial(bucket.read, max_bytes=limits.member_bytes),
+        classify,
+        progress,
+        wait_turn,
+    )
+    await anyio.to_thread.run_sync(bucket.write_result, rows)
+    return rows
 
 
 def error_row(file: str, exc: ServiceError) -> dict[str, Any]:

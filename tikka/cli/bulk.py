@@ -64,15 +64,9 @@ def classify_bulk(target: str, client: Client, output: Output, progress: Callabl
             progress(tally)
 
         rows = follow(http, client, task_id, on_progress)
-    tally.classified = tally.failed = 0
-    tally.errors.clear()
+    counted = Tally(total=len(rows), skipped=tally.skipped)  # from the rows themselves, now that all are in
     for row in rows:
         output.write(row)
-        if "error" in row:
-            tally.failed += 1
-            tally.errors[row["error"]["code"]] = tally.errors.get(row["error"]["code"], 0) + 1
-        else:
-            tally.classified += 1
-    tally.total = len(rows)
-    progress(tally)
-    return tally
+        counted.count(row)
+    progress(counted)
+    return counted

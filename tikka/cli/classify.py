@@ -147,7 +147,14 @@ class Tally:
     skipped: int = 0  # not images by their ending
     resumed: int = 0  # classified by an earlier run
     retries: int = 0
-    errors: dict[str, int] = field(default_factory=dict)
+    errors: dict[str, int] = field(default_factory=dict)  # by the API's error code
+
+    def count(self, row: dict[str, Any]) -> None:
+        if "error" in row:
+            self.failed += 1
+            self.errors[row["error"]["code"]] = self.errors.get(row["error"]["code"], 0) + 1
+        else:
+            self.classified += 1
 
 
 @dataclass(frozen=True)
@@ -244,11 +251,7 @@ async def classify_paths(
             path = queue.get_nowait()
             row = await classify_one(client, http, path, paths, explain_dir, tally)
             output.write(row)
-            if "error" in row:
-                tally.failed += 1
-                tally.errors[row["error"]["code"]] = tally.errors.get(row["error"]["code"], 0) + 1
-            else:
-                tally.classified += 1
+            tally.count(row)
             progress(tally)
 
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)

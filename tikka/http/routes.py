@@ -11,13 +11,14 @@ shedding) reads ``route_of(scope)``, so a trailing slash cannot slip past one of
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Literal
 
 from pydantic import BaseModel
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from tikka.http.schemas import DishRequest, GenerateRequest
+from tikka.http.schemas import EXAMPLE_MODEL_TAG, DishRequest, GenerateRequest
 from tikka.model.formats import accepted_names
 
 API_PREFIX = "/v1"
@@ -102,11 +103,9 @@ BULK_ERRORS = (
     "request_timeout", "upload_too_large", "unsupported_media_type", "too_many_requests",
 )  # fmt: skip
 TASK_ERRORS = ("unauthorized", "task_not_found", "too_many_requests")
-BULK_ROWS = (
-    '{"file": "dinner/pizza.heic", "predictions": {"pizza": 0.97, "lasagna": 0.01}, "model": "food-classifier:96f15d70ef17a141"}\n'
-    '{"file": "broken.jpg", "error": {"status": 400, "code": "not_an_image", "detail": "the image data is truncated or corrupt"}}\n'
-)
-BULK_ROW = {"file": "dinner/pizza.heic", "predictions": {"pizza": 0.97, "lasagna": 0.01}, "model": "food-classifier:96f15d70ef17a141"}  # fmt: skip
+BULK_ROW = {"file": "dinner/pizza.heic", "predictions": {"pizza": 0.97, "lasagna": 0.01}, "model": EXAMPLE_MODEL_TAG}  # fmt: skip
+BULK_ERROR_ROW = {"file": "broken.jpg", "error": {"status": 400, "code": "not_an_image", "detail": "the image data is corrupt"}}  # fmt: skip
+BULK_ROWS = "".join(json.dumps(row) + "\n" for row in (BULK_ROW, BULK_ERROR_ROW))
 # BentoML's task routes (`@bentoml.task`): submit, then poll status (or progress) and get the result.
 BULK_ROUTES: dict[tuple[str, str], Route] = {
     ("post", f"{BULK}/submit"): Route(
@@ -198,7 +197,7 @@ ROUTES: dict[tuple[str, str], Route] = {
         {
             "predictions": {"pizza": 0.999, "trifle": 0.0, "bagel": 0.0, "hot_pot": 0.0, "potpie": 0.0},
             "filename": "pizza.jpg",
-            "model": "food-classifier:96f15d70ef17a141",
+            "model": EXAMPLE_MODEL_TAG,
         },
         kind="upload",
     ),
@@ -220,7 +219,7 @@ ROUTES: dict[tuple[str, str], Route] = {
             "grid_size": "7x7",
             "filename": "pizza.jpg",
             "method": "grad-cam",
-            "model": "food-classifier:96f15d70ef17a141",
+            "model": EXAMPLE_MODEL_TAG,
         },
         kind="upload",
     ),

@@ -13,13 +13,18 @@ from tikka.settings import get_settings
 _settings = get_settings()
 
 
+# The embedded default model's tag, as every example shows it (its version is a hash of the
+# weights, the labels and the recipe: the same wherever it is imported; a test holds them equal).
+EXAMPLE_MODEL_TAG = "food-classifier:3b0d2eff25caed9e"
+
+
 class PredictionResponse(BaseModel):
     predictions: dict[str, float] = Field(
         description="Top-5 labels with probabilities, highest first, rounded to 3 decimals.",
         examples=[{"pizza": 0.999, "trifle": 0.0, "bagel": 0.0, "potpie": 0.0, "burrito": 0.0}],
     )
     filename: str = Field(description="Name of the uploaded file.", examples=["pizza.jpg"])
-    model: str = Field(description="Model store tag that answered.", examples=["food-classifier:5716506dae557a87"])
+    model: str = Field(description="Model store tag that answered.", examples=[EXAMPLE_MODEL_TAG])
 
 
 class ExplanationResponse(BaseModel):
