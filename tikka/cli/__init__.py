@@ -1,7 +1,8 @@
-"""The `tikka` command: classify folders of photos through a served Bento, list models, and
-put a model into the project's store.
+"""The `tikka` command: classify folders and buckets of photos through a served Bento, serve
+the whole app, list models, and put a model into the project's store.
 
     tikka classify photos/ --output predictions.jsonl
+    tikka classify --bulk gs://bucket/prefix --output predictions.jsonl
     tikka serve                                   (make serve: sidecar, Bento and UI)
     tikka models
     tikka import-model --bucket B --prefix P      (or --default: the embedded default model)
