@@ -10,6 +10,7 @@ import base64
 import io
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -252,3 +253,26 @@ def test_a_bento_built_with_a_model_tag_argument_serves_that_model(store, tmp_pa
         )
         assert response.status_code == 200, response.text
         assert response.json()["model"] == f"tiny-built:{version}"
+
+
+def test_tikka_import_model_writes_the_store_it_is_given_and_logs_each_verified_object(
+    emulator, storage, store, tmp_path
+):
+    """`tikka import-model` (make import-model): the store BENTOML_HOME names, each object's checksum
+    in the log; `tikka models` then lists the model in that store."""
+    upload_dir(storage, "cli/v1", save_tiny_vit(tmp_path / "vit", layers=2, heads=2))
+    tikka = str(Path(sys.executable).parent / "tikka")
+    # COLUMNS: Rich's tables fold long cells at 80 columns when the output is no terminal.
+    env = {**os.environ, "BENTOML_HOME": str(store), "STORAGE_EMULATOR_HOST": emulator[0], "COLUMNS": "200"}
+    imported = subprocess.run(
+        [tikka, "import-model", "--bucket", BUCKET, "--prefix", "cli/v1", "--tag", "tiny-cli"],
+        env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert imported.returncode == 0, imported.stderr
+    for name in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        assert re.search(rf"verified gs://{BUCKET}/cli/v1/{name}: \d+ bytes, CRC32C \S+", imported.stderr), name
+    (version,) = versions(store, "tiny-cli")
+    assert f"imported tiny-cli:{version}" in imported.stdout
+    listed = subprocess.run([tikka, "models", "--url", "http://127.0.0.1:9"], env=env, capture_output=True,
+                            text=True, timeout=120)  # fmt: skip
+    assert listed.returncode == 0 and f"tiny-cli:{version}" in listed.stderr and "not reachable" in listed.stderr

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -109,6 +110,14 @@ def test_csv_rows_and_explanations(limited_bento, tmp_path):
     assert json.loads(row["predictions"])["pizza"] == float(row["probability"])
     heatmap = explained / "dinner" / "pizza.png"
     assert Image.open(heatmap).format == "PNG"
+
+
+def test_models_names_what_the_bento_serves(limited_bento, default_model):
+    listed = subprocess.run([TIKKA, "models", "--url", limited_bento], capture_output=True, text=True, timeout=120,
+                            env={**os.environ, "COLUMNS": "200"})  # fmt: skip
+    assert listed.returncode == 0, listed.stderr
+    served, _, stored = listed.stderr.partition("in the store")
+    assert str(default_model.tag) in served and str(default_model.tag) in stored, listed.stderr
 
 
 def test_without_a_service_every_file_fails_with_the_reason(tmp_path):
